@@ -1,0 +1,916 @@
+//! [`BlueGreenService`]: the lifecycle (backup → stage → verify → cutover → probation),
+//! rollback and recovery.
+//!
+//! Invariants kept here (ARCHITECTURE.md lists them all):
+//! - GREEN is never touched until BLUE has passed; the cutover is one `rename(2)` plus a
+//!   directory fsync, so the target always holds all of GREEN or all of BLUE.
+//! - A `Begin`/`RollbackBegin` journal event is durable before the target can change, so
+//!   after a crash recovery knows what was in flight; it decides by the bytes on disk.
+//! - One agent's operations are serialized (in-process mutex, then the store's lease,
+//!   which for durable stores is an OS file lock); different agents never wait on each other.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use crate::error::{Error, IoContext};
+use crate::fault::{self, FaultPoint};
+use crate::ids::{AgentId, DeploymentId};
+use crate::memory::MemoryStore;
+use crate::paths::{self, Target};
+use crate::report::{
+    DeployOutcome, DeployReport, RecoveryAction, RecoveryReport, RollbackReport, StageTiming,
+};
+use crate::store::{AgentLease, AgentState, Begin, DeploymentRecord, Event, RollbackBegin, Status, Store};
+use crate::util::{create_dir_all_durable, fsync_dir, sha256_hex, write_new_synced};
+use crate::verify::{Chain, ChainReport, VerifyRequest};
+
+/// Limits from the configuration (CONTRACT.md `bluegreen.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted code, in bytes (default 8 MiB).
+    pub max_code_bytes: usize,
+    /// How long to wait for another deployment of the same agent (default 30 s).
+    pub lock_timeout: Duration,
+    /// Snapshots kept per agent (default 20, at least 1); the ones a rollback needs are kept first.
+    pub keep_backups: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_code_bytes: 8 * 1024 * 1024,
+            lock_timeout: Duration::from_secs(30),
+            keep_backups: 20,
+        }
+    }
+}
+
+/// Builds a [`BlueGreenService`].
+pub struct ServiceBuilder {
+    root: PathBuf,
+    store: Option<Arc<dyn Store>>,
+    chain: Chain,
+    agent_chains: HashMap<AgentId, Chain>,
+    health: Chain,
+    limits: Limits,
+    crash_at: Option<FaultPoint>,
+}
+
+impl ServiceBuilder {
+    /// The store (default: a fresh [`MemoryStore`]; the CLI uses `bluegreen_store::FsStore`).
+    pub fn store(self, store: impl Store) -> Self {
+        self.store_arc(Arc::new(store))
+    }
+
+    pub fn store_arc(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The verification chain for agents without their own (default: empty).
+    pub fn chain(mut self, chain: Chain) -> Self {
+        self.chain = chain;
+        self
+    }
+
+    /// The verification chain for one agent.
+    pub fn agent_chain(mut self, agent: AgentId, chain: Chain) -> Self {
+        self.agent_chains.insert(agent, chain);
+        self
+    }
+
+    /// The post-cutover chain; a failure restores GREEN automatically.
+    pub fn health_chain(mut self, chain: Chain) -> Self {
+        self.health = chain;
+        self
+    }
+
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Arms an in-process crash at `point` (tests; see [`crate::fault`]).
+    pub fn crash_at(mut self, point: FaultPoint) -> Self {
+        self.crash_at = Some(point);
+        self
+    }
+
+    pub fn build(self) -> Result<BlueGreenService, Error> {
+        let root = paths::canonical_root(&self.root)?;
+        if self.limits.keep_backups == 0 {
+            return Err(Error::BadInput(
+                "keep_backups must be at least 1 (a rollback needs a snapshot)".into(),
+            ));
+        }
+        let store = self
+            .store
+            .unwrap_or_else(|| Arc::new(MemoryStore::new()) as Arc<dyn Store>);
+        Ok(BlueGreenService {
+            inner: Arc::new(Inner {
+                root,
+                store,
+                chain: self.chain,
+                agent_chains: self.agent_chains,
+                health: self.health,
+                limits: self.limits,
+                crash_at: self.crash_at,
+                locks: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+struct Inner {
+    root: PathBuf,
+    store: Arc<dyn Store>,
+    chain: Chain,
+    agent_chains: HashMap<AgentId, Chain>,
+    health: Chain,
+    limits: Limits,
+    crash_at: Option<FaultPoint>,
+    locks: Mutex<HashMap<AgentId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// One deployment request; [`BlueGreenService::deploy_hot_swap`] is the common case.
+#[derive(Debug, Clone)]
+pub struct DeployRequest<'a> {
+    pub agent_id: &'a str,
+    pub code: &'a [u8],
+    /// The target; `None` uses the agent's bound path.
+    pub file_path: Option<&'a str>,
+    /// Overrides the configured chain for this call (`Some(Chain::new())` skips verification).
+    pub chain: Option<Chain>,
+}
+
+/// Held while operating on one agent.
+struct AgentGuard {
+    _lease: Box<dyn AgentLease>,
+    _local: tokio::sync::OwnedMutexGuard<()>,
+}
+
+/// The hot-swap service. Cheap to clone; clones share locks and store.
+#[derive(Clone)]
+pub struct BlueGreenService {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for BlueGreenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlueGreenService")
+            .field("root", &self.inner.root)
+            .field("chain", &self.inner.chain)
+            .field("limits", &self.inner.limits)
+            .finish()
+    }
+}
+
+impl BlueGreenService {
+    /// Starts building a service confined to `root` (which must exist).
+    pub fn builder(root: impl Into<PathBuf>) -> ServiceBuilder {
+        ServiceBuilder {
+            root: root.into(),
+            store: None,
+            chain: Chain::new(),
+            agent_chains: HashMap::new(),
+            health: Chain::new(),
+            limits: Limits::default(),
+            crash_at: None,
+        }
+    }
+
+    /// The canonical root.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Resolves a target path under the root with the contract's input rules.
+    pub fn resolve(&self, file_path: &str) -> Result<Target, Error> {
+        paths::resolve_target(&self.inner.root, file_path)
+    }
+
+    /// Backs up GREEN, stages `new_code`, verifies it, cuts over and (with a health chain)
+    /// probes it. A rejection is `Ok` with [`DeployOutcome::Rejected`]; `Err` means the
+    /// request was refused or an I/O failure stopped it.
+    pub async fn deploy_hot_swap(
+        &self,
+        agent_id: &str,
+        new_code: &[u8],
+        file_path: &str,
+    ) -> Result<DeployReport, Error> {
+        self.deploy(DeployRequest {
+            agent_id,
+            code: new_code,
+            file_path: Some(file_path),
+            chain: None,
+        })
+        .await
+    }
+
+    /// [`Self::deploy_hot_swap`] with every option.
+    pub async fn deploy(&self, req: DeployRequest<'_>) -> Result<DeployReport, Error> {
+        let agent = AgentId::new(req.agent_id)?;
+        let limit = self.inner.limits.max_code_bytes;
+        if req.code.len() > limit {
+            return Err(Error::BadInput(format!(
+                "code is {} bytes, over the limit of {limit} bytes (max_code_bytes)",
+                req.code.len()
+            )));
+        }
+        let requested = req.file_path.map(|p| self.resolve(p)).transpose()?;
+
+        let _guard = self.lock(&agent).await?;
+        let state = self.load_recovered(&agent)?;
+        let target = match (requested, state.file_path.as_deref()) {
+            (Some(t), Some(bound)) if t.rel != bound => {
+                return Err(Error::Conflict(format!(
+                    "agent {agent} is bound to {bound}, not {}",
+                    t.rel
+                )))
+            }
+            (Some(t), _) => t,
+            (None, Some(bound)) => self.resolve(bound)?,
+            (None, None) => {
+                return Err(Error::BadInput(format!(
+                    "agent {agent} has no bound file yet: give the file path"
+                )))
+            }
+        };
+        let green = match std::fs::read(&target.abs) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(format!("reading {}", target.rel), e)),
+        };
+
+        let deployment_id = DeploymentId::generate();
+        let timestamp = Utc::now();
+        let backup_path = green.as_ref().map(|_| {
+            self.inner
+                .store
+                .backup_path(&agent, &deployment_id, timestamp, &target.extension())
+        });
+        let begin = Begin {
+            deployment_id: deployment_id.clone(),
+            timestamp,
+            file_path: target.rel.clone(),
+            staged_path: staged_rel(&target, &format!("bluegreen-{deployment_id}")),
+            sha256: sha256_hex(req.code),
+            green_sha256: green.as_deref().map(sha256_hex),
+            backup_path,
+            previous: state.live().map(|d| d.deployment_id.clone()),
+        };
+        self.inner.store.append(&agent, &Event::Begin(begin.clone()))?;
+        self.fault(FaultPoint::AfterBegin)?;
+
+        let chain = req.chain.unwrap_or_else(|| self.chain_for(&agent).clone());
+        let run = Deployment {
+            agent: &agent,
+            target: &target,
+            begin: &begin,
+            code: req.code,
+            green: green.as_deref(),
+            chain: &chain,
+        };
+        match self.run_deployment(run).await {
+            Ok(report) => Ok(report),
+            Err(e @ Error::InjectedCrash(_)) => Err(e),
+            Err(e) => {
+                // A real failure mid-flight: put things back now rather than at next start.
+                tracing::error!(%agent, error = %e, "deployment failed; recovering");
+                if let Err(again) = self.recover_agent_locked(&agent) {
+                    tracing::error!(%agent, error = %again, "recovery after failure failed too");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn run_deployment(&self, d: Deployment<'_>) -> Result<DeployReport, Error> {
+        let store = &self.inner.store;
+        let root = &self.inner.root;
+        let mut stages = Vec::with_capacity(5);
+
+        // 1. Backup GREEN, durably, before anything else changes.
+        let started = Instant::now();
+        if let (Some(bytes), Some(path)) = (d.green, d.begin.backup_path.as_deref()) {
+            store.write_backup(d.agent, path, bytes)?;
+        }
+        stages.push(timing("backup", true, started));
+        self.fault(FaultPoint::AfterBackup)?;
+
+        // 2. Stage BLUE beside the target, durably.
+        let started = Instant::now();
+        let staged = root.join(&d.begin.staged_path);
+        create_dir_all_durable(d.target.dir())
+            .context(|| format!("creating the directory of {}", d.target.rel))?;
+        write_new_synced(&staged, d.code)
+            .context(|| format!("staging {}", d.begin.staged_path))?;
+        stages.push(timing("stage", true, started));
+        self.fault(FaultPoint::AfterStage)?;
+
+        // 3. Verify BLUE. GREEN stays live and untouched.
+        let started = Instant::now();
+        self.fault(FaultPoint::DuringVerify)?;
+        let request = VerifyRequest {
+            staged: staged.clone(),
+            target: d.target.abs.clone(),
+            agent_id: d.agent.clone(),
+            deployment_id: d.begin.deployment_id.clone(),
+            root: root.clone(),
+        };
+        let verification = d.chain.run(&request).await;
+        stages.push(timing("verify", verification.passed, started));
+        if !verification.passed {
+            remove_and_sync(&staged)?;
+            let reason = verification.summary();
+            store.append(
+                d.agent,
+                &Event::Finish {
+                    deployment_id: d.begin.deployment_id.clone(),
+                    status: Status::Failed,
+                    backup_path: d.begin.backup_path.clone(),
+                    reason: reason.clone(),
+                },
+            )?;
+            let meta = self.prune_and_get(d.agent, &d.begin.deployment_id)?;
+            return Ok(report(&d, DeployOutcome::Rejected, reason, meta, stages, verification, None));
+        }
+
+        // 4. Cutover: one atomic rename, then the directory fsync that makes it durable.
+        let started = Instant::now();
+        std::fs::rename(&staged, &d.target.abs)
+            .context(|| format!("renaming the staged file over {}", d.target.rel))?;
+        self.fault(FaultPoint::AfterRename)?;
+        fsync_dir(d.target.dir()).context(|| format!("syncing the directory of {}", d.target.rel))?;
+        store.append(
+            d.agent,
+            &Event::Finish {
+                deployment_id: d.begin.deployment_id.clone(),
+                status: Status::Live,
+                backup_path: d.begin.backup_path.clone(),
+                reason: None,
+            },
+        )?;
+        stages.push(timing("cutover", true, started));
+        self.fault(FaultPoint::AfterRecord)?;
+
+        // 5. Probation: the health chain against the live file.
+        let mut health = None;
+        let mut outcome = DeployOutcome::Live;
+        let mut error = None;
+        if !self.inner.health.is_empty() {
+            let started = Instant::now();
+            let request = VerifyRequest {
+                staged: d.target.abs.clone(),
+                ..request
+            };
+            let checked = self.inner.health.run(&request).await;
+            stages.push(timing("probation", checked.passed, started));
+            if !checked.passed {
+                let reason = checked
+                    .summary()
+                    .map(|s| format!("health check failed: {s}"));
+                let state = self.load_state(d.agent)?;
+                let from = state
+                    .get(&d.begin.deployment_id)
+                    .cloned()
+                    .ok_or_else(|| Error::Internal("deployment vanished from registry".into()))?;
+                let started = Instant::now();
+                self.restore_locked(
+                    d.agent,
+                    d.target,
+                    &from,
+                    from.previous.clone(),
+                    d.green.map(<[u8]>::to_vec),
+                    reason.clone(),
+                )?;
+                stages.push(timing("rollback", true, started));
+                outcome = DeployOutcome::RolledBack;
+                error = reason;
+            }
+            health = Some(checked);
+        }
+        let meta = self.prune_and_get(d.agent, &d.begin.deployment_id)?;
+        Ok(report(&d, outcome, error, meta, stages, verification, health))
+    }
+
+    /// Restores the version that was live before the current one (or `to`, a named earlier
+    /// deployment), from its snapshot, atomically.
+    pub async fn rollback(
+        &self,
+        agent_id: &str,
+        file_path: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<RollbackReport, Error> {
+        let agent = AgentId::new(agent_id)?;
+        let to = to.map(DeploymentId::parse).transpose()?;
+        let requested = file_path.map(|p| self.resolve(p)).transpose()?;
+        let _guard = self.lock(&agent).await?;
+        let state = self.load_recovered(&agent)?;
+        let Some(bound) = state.file_path.clone() else {
+            return Err(Error::UnknownAgent(agent.to_string()));
+        };
+        if let Some(t) = &requested {
+            if t.rel != bound {
+                return Err(Error::Conflict(format!(
+                    "agent {agent} is bound to {bound}, not {}",
+                    t.rel
+                )));
+            }
+        }
+        let target = self.resolve(&bound)?;
+        let live = state.live().cloned().ok_or_else(|| {
+            Error::Conflict(format!(
+                "nothing to roll back: agent {agent} has no live deployment"
+            ))
+        })?;
+        let (restore_to, source) = match &to {
+            None => {
+                let source = match (&live.backup_path, &live.previous) {
+                    (Some(path), _) => Some(path.clone()),
+                    (None, Some(prev)) => state
+                        .get(prev)
+                        .and_then(|p| snapshot_of(&state, &p.sha256, Some(prev))),
+                    (None, None) => None,
+                };
+                let source = source.ok_or_else(|| {
+                    Error::Conflict(format!(
+                        "nothing to roll back: {} is the first version of agent {agent}",
+                        live.deployment_id
+                    ))
+                })?;
+                (live.previous.clone(), source)
+            }
+            Some(id) => {
+                let wanted = state.get(id).ok_or_else(|| {
+                    Error::BadInput(format!("agent {agent} has no deployment {id}"))
+                })?;
+                if wanted.status == Status::Live {
+                    return Err(Error::Conflict(format!("{id} is already live")));
+                }
+                if !wanted.status.was_live() {
+                    return Err(Error::Conflict(format!(
+                        "{id} was never live ({}); only versions that were live can be restored",
+                        wanted.status
+                    )));
+                }
+                let source = snapshot_of(&state, &wanted.sha256, Some(id)).ok_or_else(|| {
+                    Error::Conflict(format!("no snapshot of {id} is kept any more"))
+                })?;
+                (Some(id.clone()), source)
+            }
+        };
+        let bytes = self.inner.store.read_backup(&source)?.ok_or_else(|| {
+            Error::Store(format!("snapshot {source} is recorded but missing"))
+        })?;
+        let started = Instant::now();
+        let sha = self.restore_locked(
+            &agent,
+            &target,
+            &live,
+            restore_to.clone(),
+            Some(bytes),
+            Some("rolled back on request".into()),
+        )?;
+        let stages = vec![timing("rollback", true, started)];
+        self.prune(&agent)?;
+        let state = self.load_state(&agent)?;
+        Ok(RollbackReport {
+            agent_id: agent.clone(),
+            file_path: bound,
+            rolled_back: state.get(&live.deployment_id).cloned().unwrap_or(live),
+            restored: restore_to.and_then(|id| state.get(&id).cloned()),
+            source_backup: Some(source),
+            sha256: sha,
+            stages,
+        })
+    }
+
+    /// The LIVE record of every agent (the `active_versions` registry).
+    pub fn active_versions(&self) -> Result<BTreeMap<AgentId, DeploymentRecord>, Error> {
+        self.inner.store.live_versions()
+    }
+
+    /// Every deployment of an agent, newest first.
+    pub fn history(&self, agent_id: &str) -> Result<Vec<DeploymentRecord>, Error> {
+        let agent = AgentId::new(agent_id)?;
+        let state = self
+            .inner
+            .store
+            .load(&agent)?
+            .ok_or_else(|| Error::UnknownAgent(agent.to_string()))?;
+        let mut deployments = state.deployments;
+        deployments.reverse();
+        Ok(deployments)
+    }
+
+    /// Repairs every agent left mid-operation by a crash: removes staged leftovers, decides
+    /// from the bytes on disk whether the cutover happened, and records the outcome.
+    /// Agents whose lock a live process holds are skipped (their work is in flight).
+    pub fn recover(&self) -> Result<RecoveryReport, Error> {
+        let mut report = RecoveryReport::default();
+        for agent in self.inner.store.pending_agents()? {
+            let local = self.local_mutex(&agent);
+            let Ok(_local) = local.try_lock_owned() else {
+                report.busy.push(agent);
+                continue;
+            };
+            let Some(_lease) = self.inner.store.try_lock(&agent)? else {
+                report.busy.push(agent);
+                continue;
+            };
+            for action in self.recover_agent_locked(&agent)? {
+                report.actions.push(RecoveryAction {
+                    agent_id: agent.clone(),
+                    action,
+                });
+            }
+        }
+        Ok(report)
+    }
+
+    // ---- internals -------------------------------------------------------------------
+
+    fn chain_for(&self, agent: &AgentId) -> &Chain {
+        self.inner.agent_chains.get(agent).unwrap_or(&self.inner.chain)
+    }
+
+    fn fault(&self, point: FaultPoint) -> Result<(), Error> {
+        if self.inner.crash_at == Some(point) {
+            return Err(Error::InjectedCrash(point));
+        }
+        if fault::env_fault() == Some(point) {
+            fault::kill_self(point);
+        }
+        Ok(())
+    }
+
+    fn local_mutex(&self, agent: &AgentId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.inner.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(agent.clone()).or_default().clone()
+    }
+
+    /// Takes the agent's in-process mutex (FIFO among tasks) and then the store's lease
+    /// (polled: the OS lock has no async wait), within `lock_timeout` in total.
+    async fn lock(&self, agent: &AgentId) -> Result<AgentGuard, Error> {
+        let started = Instant::now();
+        let timeout = self.inner.limits.lock_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || Error::LockTimeout {
+            agent: agent.to_string(),
+            waited_ms: started.elapsed().as_millis() as u64,
+        };
+        let local = tokio::time::timeout_at(deadline, self.local_mutex(agent).lock_owned())
+            .await
+            .map_err(|_| timed_out())?;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if let Some(lease) = self.inner.store.try_lock(agent)? {
+                return Ok(AgentGuard {
+                    _lease: lease,
+                    _local: local,
+                });
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(timed_out());
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+    }
+
+    fn load_state(&self, agent: &AgentId) -> Result<AgentState, Error> {
+        Ok(self.inner.store.load(agent)?.unwrap_or_default())
+    }
+
+    /// Loads the agent's state, first finishing anything a crash left pending. Lock held.
+    fn load_recovered(&self, agent: &AgentId) -> Result<AgentState, Error> {
+        let state = self.load_state(agent)?;
+        if !state.is_pending() {
+            return Ok(state);
+        }
+        for action in self.recover_agent_locked(agent)? {
+            tracing::warn!(%agent, action, "recovered an interrupted operation");
+        }
+        self.load_state(agent)
+    }
+
+    /// Recovery of one agent. Lock held. Returns what it did, in words.
+    fn recover_agent_locked(&self, agent: &AgentId) -> Result<Vec<String>, Error> {
+        let store = &self.inner.store;
+        let root = &self.inner.root;
+        let state = self.load_state(agent)?;
+        let mut actions = Vec::new();
+
+        if let Some(begin) = &state.pending {
+            let staged = root.join(&begin.staged_path);
+            let staged_left = staged.exists();
+            if staged_left {
+                remove_and_sync(&staged)?;
+                actions.push(format!("removed staged file {}", begin.staged_path));
+            }
+            let target_sha = sha_of_file(&root.join(&begin.file_path))?;
+            // BLUE is live iff the rename happened: no staged file and the target holds BLUE.
+            // If BLUE == GREEN the bytes cannot tell; ABORTED is then equally true on disk.
+            let went_live = !staged_left
+                && target_sha.as_deref() == Some(begin.sha256.as_str())
+                && begin.green_sha256.as_deref() != Some(begin.sha256.as_str());
+            let backup_path = match (&begin.backup_path, &begin.green_sha256) {
+                (Some(path), Some(sha)) => {
+                    if store.read_backup(path)?.is_some_and(|b| &sha256_hex(&b) == sha) {
+                        Some(path.clone())
+                    } else {
+                        // Torn or never written: GREEN is still recorded elsewhere or live.
+                        store.remove_backup(path)?;
+                        None
+                    }
+                }
+                _ => None,
+            };
+            let status = if went_live { Status::Live } else { Status::Aborted };
+            store.append(
+                agent,
+                &Event::Finish {
+                    deployment_id: begin.deployment_id.clone(),
+                    status,
+                    backup_path,
+                    reason: (!went_live)
+                        .then(|| "interrupted before cutover; cleaned up by recovery".to_owned()),
+                },
+            )?;
+            actions.push(format!("marked {} {status}", begin.deployment_id));
+        }
+
+        if let Some(rb) = &state.pending_rollback {
+            let staged = root.join(&rb.staged_path);
+            let staged_left = staged.exists();
+            if staged_left {
+                remove_and_sync(&staged)?;
+                actions.push(format!("removed staged file {}", rb.staged_path));
+            }
+            let target_sha = sha_of_file(&root.join(state.file_path.as_deref().unwrap_or("")))?;
+            if !staged_left && target_sha == rb.sha256 {
+                store.append(
+                    agent,
+                    &Event::Rollback {
+                        from: rb.from.clone(),
+                        to: rb.to.clone(),
+                        timestamp: rb.timestamp,
+                        sha256: rb.sha256.clone(),
+                        reason: rb.reason.clone(),
+                    },
+                )?;
+                actions.push(format!("completed the rollback of {}", rb.from));
+            } else {
+                store.append(agent, &Event::RollbackAbandoned { from: rb.from.clone() })?;
+                actions.push(format!("abandoned the unfinished rollback of {}", rb.from));
+            }
+        }
+        actions.extend(self.sweep_orphans(agent)?);
+        Ok(actions)
+    }
+
+    /// Deletes snapshots the registry no longer refers to (a crash between recording a
+    /// prune and deleting the file).
+    fn sweep_orphans(&self, agent: &AgentId) -> Result<Vec<String>, Error> {
+        let state = self.load_state(agent)?;
+        let referenced: HashSet<&str> = state.referenced_backups().collect();
+        let mut actions = Vec::new();
+        for path in self.inner.store.list_backups(agent)? {
+            if !referenced.contains(path.as_str()) {
+                self.inner.store.remove_backup(&path)?;
+                actions.push(format!("removed unreferenced snapshot {path}"));
+            }
+        }
+        Ok(actions)
+    }
+
+    /// Puts `bytes` (or nothing, for `None`) at the target in place of LIVE `from`, with a
+    /// journal entry first. Lock held. Returns the SHA-256 now at the target.
+    fn restore_locked(
+        &self,
+        agent: &AgentId,
+        target: &Target,
+        from: &DeploymentRecord,
+        to: Option<DeploymentId>,
+        bytes: Option<Vec<u8>>,
+        reason: Option<String>,
+    ) -> Result<Option<String>, Error> {
+        let store = &self.inner.store;
+        let sha = bytes.as_deref().map(sha256_hex);
+        let rb = RollbackBegin {
+            from: from.deployment_id.clone(),
+            to: to.clone(),
+            timestamp: Utc::now(),
+            staged_path: staged_rel(
+                target,
+                &format!("bluegreen-rb-{}", uuid::Uuid::now_v7().simple()),
+            ),
+            sha256: sha.clone(),
+            reason: reason.clone(),
+        };
+        store.append(agent, &Event::RollbackBegin(rb.clone()))?;
+        let result = (|| {
+            match &bytes {
+                Some(bytes) => {
+                    let staged = self.inner.root.join(&rb.staged_path);
+                    create_dir_all_durable(target.dir())
+                        .context(|| format!("creating the directory of {}", target.rel))?;
+                    write_new_synced(&staged, bytes)
+                        .context(|| format!("staging {}", rb.staged_path))?;
+                    self.fault(FaultPoint::RollbackAfterStage)?;
+                    std::fs::rename(&staged, &target.abs)
+                        .context(|| format!("renaming the restored file over {}", target.rel))?;
+                }
+                None => {
+                    self.fault(FaultPoint::RollbackAfterStage)?;
+                    match std::fs::remove_file(&target.abs) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(Error::io(format!("removing {}", target.rel), e))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            self.fault(FaultPoint::RollbackAfterRename)?;
+            fsync_dir(target.dir()).context(|| format!("syncing the directory of {}", target.rel))
+        })();
+        match result {
+            Ok(()) => {}
+            Err(e @ Error::InjectedCrash(_)) => return Err(e),
+            Err(e) => {
+                if let Err(again) = self.recover_agent_locked(agent) {
+                    tracing::error!(%agent, error = %again, "recovery after a failed rollback failed too");
+                }
+                return Err(e);
+            }
+        }
+        store.append(
+            agent,
+            &Event::Rollback {
+                from: rb.from,
+                to,
+                timestamp: rb.timestamp,
+                sha256: sha.clone(),
+                reason,
+            },
+        )?;
+        Ok(sha)
+    }
+
+    fn prune_and_get(&self, agent: &AgentId, id: &DeploymentId) -> Result<DeploymentRecord, Error> {
+        self.prune(agent)?;
+        self.load_state(agent)?
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::Internal(format!("{id} missing from the registry")))
+    }
+
+    /// Retention: keeps `keep_backups` snapshots, first the ones successive rollbacks from
+    /// the LIVE deployment would use, then the newest others. Lock held.
+    fn prune(&self, agent: &AgentId) -> Result<(), Error> {
+        let keep = self.inner.limits.keep_backups;
+        let state = self.load_state(agent)?;
+        let mut kept: HashSet<&str> = HashSet::new();
+        let mut cursor = state.live();
+        let mut seen = HashSet::new();
+        while let Some(record) = cursor {
+            if kept.len() >= keep || !seen.insert(&record.deployment_id) {
+                break;
+            }
+            if let Some(path) = record.backup_path.as_deref() {
+                kept.insert(path);
+            }
+            cursor = record.previous.as_ref().and_then(|p| state.get(p));
+        }
+        for record in state.deployments.iter().rev() {
+            if kept.len() >= keep {
+                break;
+            }
+            if let Some(path) = record.backup_path.as_deref() {
+                kept.insert(path);
+            }
+        }
+        let doomed: Vec<&DeploymentRecord> = state
+            .deployments
+            .iter()
+            .filter(|d| d.backup_path.as_deref().is_some_and(|p| !kept.contains(p)))
+            .collect();
+        let mut pruned_any = false;
+        for record in doomed {
+            let Some(path) = record.backup_path.as_deref() else {
+                continue;
+            };
+            // Record first, delete second: a crash in between leaves an orphan file that
+            // recovery sweeps, never a record pointing at a missing snapshot.
+            self.inner.store.append(
+                agent,
+                &Event::Pruned {
+                    deployment_id: record.deployment_id.clone(),
+                },
+            )?;
+            self.fault(FaultPoint::DuringPrune)?;
+            self.inner.store.remove_backup(path)?;
+            pruned_any = true;
+        }
+        if pruned_any {
+            tracing::debug!(%agent, "retention pruned snapshots");
+        }
+        Ok(())
+    }
+}
+
+struct Deployment<'a> {
+    agent: &'a AgentId,
+    target: &'a Target,
+    begin: &'a Begin,
+    code: &'a [u8],
+    green: Option<&'a [u8]>,
+    chain: &'a Chain,
+}
+
+fn report(
+    d: &Deployment<'_>,
+    outcome: DeployOutcome,
+    error: Option<String>,
+    meta: DeploymentRecord,
+    stages: Vec<StageTiming>,
+    verification: ChainReport,
+    health: Option<ChainReport>,
+) -> DeployReport {
+    DeployReport {
+        agent_id: d.agent.clone(),
+        deployment_id: d.begin.deployment_id.clone(),
+        file_path: d.target.rel.clone(),
+        outcome,
+        error,
+        meta,
+        stages,
+        verification: verification.outcomes,
+        health: health.map(|h| h.outcomes).unwrap_or_default(),
+    }
+}
+
+fn timing(stage: &'static str, ok: bool, started: Instant) -> StageTiming {
+    StageTiming {
+        stage,
+        ok,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+/// The hidden sibling `.<name>.<tag>.staged` of the target, relative to the root.
+fn staged_rel(target: &Target, tag: &str) -> String {
+    let name = format!(".{}.{tag}.staged", target.file_name());
+    match target.rel.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/{name}"),
+        None => name,
+    }
+}
+
+/// A snapshot holding bytes with `sha256`, preferring the one taken by the deployment that
+/// replaced `replaced` (the natural "version before" link).
+fn snapshot_of(state: &AgentState, sha256: &str, replaced: Option<&DeploymentId>) -> Option<String> {
+    let holds = |d: &&DeploymentRecord| d.backup_sha256.as_deref() == Some(sha256);
+    state
+        .deployments
+        .iter()
+        .rev()
+        .filter(holds)
+        .find(|d| d.previous.as_ref() == replaced)
+        .or_else(|| state.deployments.iter().rev().find(holds))
+        .and_then(|d| d.backup_path.clone())
+}
+
+fn sha_of_file(path: &Path) -> Result<Option<String>, Error> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(sha256_hex(&bytes))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+fn remove_and_sync(path: &Path) -> Result<(), Error> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
+    }
+    if let Some(dir) = path.parent() {
+        fsync_dir(dir).context(|| format!("syncing {}", dir.display()))?;
+    }
+    Ok(())
+}

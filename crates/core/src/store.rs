@@ -1,0 +1,329 @@
+//! The [`Store`] trait: where backups, the registry and the journal live.
+//!
+//! The registry is event-sourced: each agent has an append-only list of [`Event`]s and its
+//! state ([`AgentState`]) is their fold. A `Begin` event is the write-ahead journal entry of
+//! a deployment: written (durably) before the target can change, and closed by a `Finish`
+//! event. A `Begin` without its `Finish` after a crash is exactly what recovery repairs.
+//!
+//! Invariant: a `Store` acknowledges (returns `Ok`) only once the change is durable.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::ids::{AgentId, DeploymentId};
+
+/// Statuses of a deployment (CONTRACT.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Live,
+    Superseded,
+    Failed,
+    RolledBack,
+    Aborted,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Live => "LIVE",
+            Status::Superseded => "SUPERSEDED",
+            Status::Failed => "FAILED",
+            Status::RolledBack => "ROLLED_BACK",
+            Status::Aborted => "ABORTED",
+        }
+    }
+
+    /// Was this deployment's code ever live (so it may be restored)?
+    pub fn was_live(self) -> bool {
+        matches!(self, Status::Live | Status::Superseded | Status::RolledBack)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One deployment as the registry knows it. The first five fields are the contract's `meta`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    pub deployment_id: DeploymentId,
+    /// When the deployment started (RFC 3339 UTC).
+    pub timestamp: DateTime<Utc>,
+    /// Snapshot of what was live before this deployment, relative to the root; `None` when
+    /// nothing was live (first deployment) or the snapshot was pruned.
+    pub backup_path: Option<String>,
+    pub status: Status,
+    /// SHA-256 of this deployment's code.
+    pub sha256: String,
+    /// The target, relative to the root.
+    pub file_path: String,
+    /// SHA-256 of the snapshot at `backup_path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_sha256: Option<String>,
+    /// The deployment that was LIVE when this one went live: where a rollback returns to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<DeploymentId>,
+    /// Why it failed, was rolled back or aborted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The write-ahead part of a deployment: everything recovery needs to finish or undo it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Begin {
+    pub deployment_id: DeploymentId,
+    pub timestamp: DateTime<Utc>,
+    pub file_path: String,
+    /// Hidden sibling of the target holding BLUE, relative to the root.
+    pub staged_path: String,
+    /// SHA-256 of the new code (BLUE).
+    pub sha256: String,
+    /// SHA-256 of what was live (GREEN) when the deployment started, if the target existed.
+    pub green_sha256: Option<String>,
+    /// Where GREEN's snapshot is being written, relative to the root.
+    pub backup_path: Option<String>,
+    /// The deployment LIVE when this one started.
+    pub previous: Option<DeploymentId>,
+}
+
+/// An entry of an agent's event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A deployment started (journal entry, durable before the target can change).
+    Begin(Begin),
+    /// A deployment ended: `LIVE` (the previous LIVE becomes `SUPERSEDED`), `FAILED` or
+    /// `ABORTED`. `backup_path` is the snapshot as finally kept (`None` if not written).
+    Finish {
+        deployment_id: DeploymentId,
+        status: Status,
+        backup_path: Option<String>,
+        reason: Option<String>,
+    },
+    /// `from` (LIVE) was rolled back and `to` (if any) is LIVE again with bytes `sha256`.
+    Rollback {
+        from: DeploymentId,
+        to: Option<DeploymentId>,
+        timestamp: DateTime<Utc>,
+        sha256: Option<String>,
+        reason: Option<String>,
+    },
+    /// A rollback started (journal entry): `staged_path` holds the bytes (`sha256`) about to
+    /// replace LIVE `from`; `sha256: None` means the target is about to be removed (health
+    /// failure of a first deployment). Closed by `Rollback` or `RollbackAbandoned`.
+    RollbackBegin(RollbackBegin),
+    /// A rollback that did not take effect (crash before its rename); nothing changed.
+    RollbackAbandoned { from: DeploymentId },
+    /// The snapshot of `deployment_id` is about to be deleted by retention.
+    Pruned { deployment_id: DeploymentId },
+}
+
+/// The write-ahead part of a rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackBegin {
+    pub from: DeploymentId,
+    pub to: Option<DeploymentId>,
+    pub timestamp: DateTime<Utc>,
+    pub staged_path: String,
+    pub sha256: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// An agent's registry entry: its binding, deployments (oldest first) and any unfinished one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AgentState {
+    /// The target the agent is bound to (set by its first deployment).
+    pub file_path: Option<String>,
+    pub deployments: Vec<DeploymentRecord>,
+    /// A deployment that began and has not finished: in flight, or interrupted by a crash.
+    pub pending: Option<Begin>,
+    /// A rollback that began and has not finished.
+    pub pending_rollback: Option<RollbackBegin>,
+}
+
+impl AgentState {
+    /// Folds an event log into state. Unknown references are ignored so a damaged log
+    /// degrades to "less history", never to a panic.
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
+        let mut state = AgentState::default();
+        for event in events {
+            state.apply(event);
+        }
+        state
+    }
+
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::Begin(begin) => {
+                if self.file_path.is_none() {
+                    self.file_path = Some(begin.file_path.clone());
+                }
+                self.pending = Some(begin.clone());
+            }
+            Event::Finish {
+                deployment_id,
+                status,
+                backup_path,
+                reason,
+            } => {
+                let Some(begin) = self.pending.take_if(|b| &b.deployment_id == deployment_id)
+                else {
+                    return;
+                };
+                if *status == Status::Live {
+                    for d in &mut self.deployments {
+                        if d.status == Status::Live {
+                            d.status = Status::Superseded;
+                        }
+                    }
+                }
+                let backup_sha256 = backup_path.as_ref().and(begin.green_sha256.clone());
+                self.deployments.push(DeploymentRecord {
+                    deployment_id: begin.deployment_id,
+                    timestamp: begin.timestamp,
+                    backup_path: backup_path.clone(),
+                    status: *status,
+                    sha256: begin.sha256,
+                    file_path: begin.file_path,
+                    backup_sha256,
+                    previous: begin.previous,
+                    reason: reason.clone(),
+                });
+            }
+            Event::Rollback {
+                from,
+                to,
+                sha256,
+                reason,
+                ..
+            } => {
+                self.pending_rollback = None;
+                for d in &mut self.deployments {
+                    if &d.deployment_id == from {
+                        d.status = Status::RolledBack;
+                        d.reason = reason.clone();
+                    } else if Some(&d.deployment_id) == to.as_ref() {
+                        d.status = Status::Live;
+                        if let Some(sha) = sha256 {
+                            d.sha256 = sha.clone();
+                        }
+                    }
+                }
+            }
+            Event::RollbackBegin(rb) => self.pending_rollback = Some(rb.clone()),
+            Event::RollbackAbandoned { from } => {
+                self.pending_rollback.take_if(|rb| &rb.from == from);
+            }
+            Event::Pruned { deployment_id } => {
+                if let Some(d) = self
+                    .deployments
+                    .iter_mut()
+                    .find(|d| &d.deployment_id == deployment_id)
+                {
+                    d.backup_path = None;
+                    d.backup_sha256 = None;
+                }
+            }
+        }
+    }
+
+    /// The LIVE deployment, if any.
+    pub fn live(&self) -> Option<&DeploymentRecord> {
+        self.deployments.iter().rev().find(|d| d.status == Status::Live)
+    }
+
+    pub fn get(&self, id: &DeploymentId) -> Option<&DeploymentRecord> {
+        self.deployments.iter().find(|d| &d.deployment_id == id)
+    }
+
+    /// Is a deployment or rollback unfinished (in flight, or interrupted by a crash)?
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some() || self.pending_rollback.is_some()
+    }
+
+    /// Every snapshot path the registry still refers to.
+    pub fn referenced_backups(&self) -> impl Iterator<Item = &str> {
+        self.deployments
+            .iter()
+            .filter_map(|d| d.backup_path.as_deref())
+            .chain(self.pending.iter().filter_map(|b| b.backup_path.as_deref()))
+    }
+}
+
+/// An exclusive hold on one agent, across processes for durable stores. Released on drop
+/// (and by the OS if the process dies).
+pub trait AgentLease: Send {}
+
+/// Backups, the registry and the journal. Implementations: [`crate::MemoryStore`] here,
+/// `bluegreen_store::FsStore` (the default, durable) in its own crate.
+///
+/// Methods are synchronous: they are short, and a store's work is the fsync the caller
+/// must wait for anyway.
+pub trait Store: Send + Sync + 'static {
+    /// Tries to take the agent's exclusive lease without waiting.
+    fn try_lock(&self, agent: &AgentId) -> Result<Option<Box<dyn AgentLease>>, Error>;
+
+    /// Every agent with a registry entry.
+    fn agents(&self) -> Result<Vec<AgentId>, Error>;
+
+    /// The agent's folded state (`None` if it never began a deployment).
+    fn load(&self, agent: &AgentId) -> Result<Option<AgentState>, Error>;
+
+    /// Appends one event, durably.
+    fn append(&self, agent: &AgentId, event: &Event) -> Result<(), Error>;
+
+    /// Where a snapshot for `deployment_id` taken at `timestamp` goes (relative to the root).
+    fn backup_path(
+        &self,
+        agent: &AgentId,
+        deployment_id: &DeploymentId,
+        timestamp: DateTime<Utc>,
+        extension: &str,
+    ) -> String {
+        format!(
+            "backups/agents/{agent}/green_{}_{deployment_id}{extension}",
+            timestamp.format("%Y%m%dT%H%M%S%.3fZ")
+        )
+    }
+
+    /// Writes a snapshot at `path` (from [`Store::backup_path`]), durably.
+    fn write_backup(&self, agent: &AgentId, path: &str, bytes: &[u8]) -> Result<(), Error>;
+
+    /// Reads a snapshot (`None` if it does not exist).
+    fn read_backup(&self, path: &str) -> Result<Option<Vec<u8>>, Error>;
+
+    /// Deletes a snapshot (missing is fine).
+    fn remove_backup(&self, path: &str) -> Result<(), Error>;
+
+    /// Every snapshot present for the agent (relative paths), for orphan cleanup.
+    fn list_backups(&self, agent: &AgentId) -> Result<Vec<String>, Error>;
+
+    /// Agents that may need recovery (a pending deployment or rollback, or an unfinished
+    /// prune). May over-approximate; must never miss one. Stores may answer this cheaply.
+    fn pending_agents(&self) -> Result<Vec<AgentId>, Error> {
+        let mut out = Vec::new();
+        for agent in self.agents()? {
+            if self.load(&agent)?.is_some_and(|s| s.is_pending()) {
+                out.push(agent);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The LIVE record of every agent. Stores may answer this faster than loading each.
+    fn live_versions(&self) -> Result<BTreeMap<AgentId, DeploymentRecord>, Error> {
+        let mut out = BTreeMap::new();
+        for agent in self.agents()? {
+            if let Some(live) = self.load(&agent)?.as_ref().and_then(AgentState::live) {
+                out.insert(agent, live.clone());
+            }
+        }
+        Ok(out)
+    }
+}
