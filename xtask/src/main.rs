@@ -4,6 +4,8 @@
 //! - `bench [--quick]`: performance, side by side with baselines.
 //! - `fidelity [--quick]`: syntax verifier agreement with CPython.
 
+mod bench_startup;
+mod bench_syntax;
 mod fidelity;
 
 use std::process::ExitCode;
