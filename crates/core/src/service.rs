@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 
 use crate::error::{Error, IoContext};
 use crate::fault::{self, FaultPoint};
@@ -255,7 +255,8 @@ impl BlueGreenService {
         };
 
         let deployment_id = DeploymentId::generate();
-        let timestamp = Utc::now();
+        // Millisecond precision: the snapshot name carries the same instant.
+        let timestamp = Utc::now().trunc_subsecs(3);
         let backup_path = green.as_ref().map(|_| {
             self.inner
                 .store
@@ -334,7 +335,7 @@ impl BlueGreenService {
         stages.push(timing("verify", verification.passed, started));
         if !verification.passed {
             remove_and_sync(&staged)?;
-            let reason = verification.summary();
+            let reason = verification.summary().map(|s| one_line(&s, 500));
             store.append(
                 d.agent,
                 &Event::Finish {
@@ -381,7 +382,7 @@ impl BlueGreenService {
             if !checked.passed {
                 let reason = checked
                     .summary()
-                    .map(|s| format!("health check failed: {s}"));
+                    .map(|s| format!("health check failed: {}", one_line(&s, 500)));
                 let state = self.load_state(d.agent)?;
                 let from = state
                     .get(&d.begin.deployment_id)
@@ -417,6 +418,10 @@ impl BlueGreenService {
         let agent = AgentId::new(agent_id)?;
         let to = to.map(DeploymentId::parse).transpose()?;
         let requested = file_path.map(|p| self.resolve(p)).transpose()?;
+        // Checked before locking so a rollback of an unknown agent writes nothing at all.
+        if self.inner.store.load(&agent)?.is_none() {
+            return Err(Error::UnknownAgent(agent.to_string()));
+        }
         let _guard = self.lock(&agent).await?;
         let state = self.load_recovered(&agent)?;
         let Some(bound) = state.file_path.clone() else {
@@ -714,7 +719,7 @@ impl BlueGreenService {
         let rb = RollbackBegin {
             from: from.deployment_id.clone(),
             to: to.clone(),
-            timestamp: Utc::now(),
+            timestamp: Utc::now().trunc_subsecs(3),
             staged_path: staged_rel(
                 target,
                 &format!("bluegreen-rb-{}", uuid::Uuid::now_v7().simple()),
@@ -829,6 +834,10 @@ impl BlueGreenService {
         if pruned_any {
             tracing::debug!(%agent, "retention pruned snapshots");
         }
+        // Files a crash left between a `Pruned` record and the deletion.
+        for action in self.sweep_orphans(agent)? {
+            tracing::warn!(%agent, action, "retention");
+        }
         Ok(())
     }
 }
@@ -861,6 +870,18 @@ fn report(
         stages,
         verification: verification.outcomes,
         health: health.map(|h| h.outcomes).unwrap_or_default(),
+    }
+}
+
+/// `s` on one line, at most `max` chars (registry reasons stay short; reports keep it all).
+fn one_line(s: &str, max: usize) -> String {
+    let flat: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    match flat.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &flat[..cut]),
+        None => flat,
     }
 }
 

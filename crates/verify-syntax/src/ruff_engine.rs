@@ -1,0 +1,865 @@
+//! Engine `ruff`: ruff's error-recovering parser, its version-aware "unsupported syntax" errors,
+//! its [`SemanticSyntaxChecker`] driven by our own scope tracking, plus the few compile-time
+//! checks CPython makes that ruff's crate leaves to its linter.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+
+use ruff_python_ast::token::TokenKind;
+use ruff_python_ast::visitor::{self, Visitor};
+use ruff_python_ast::{self as ast, Expr, IrrefutablePatternKind, ModModule, Stmt};
+use ruff_python_parser::semantic_errors::{
+    AwaitOutsideAsyncFunctionKind, LazyImportContext, SemanticSyntaxChecker,
+    SemanticSyntaxContext, SemanticSyntaxError, SemanticSyntaxErrorKind, WriteToDebugKind,
+    YieldOutsideFunctionKind,
+};
+use ruff_python_parser::{Mode, ParseOptions, Parsed};
+use ruff_text_size::{Ranged, TextRange, TextSize};
+
+use crate::entrypoint::{EntrypointSpec, Signature};
+use crate::RawDiagnostic;
+
+/// CPython's tokenizer limit on open brackets (`MAXLEVEL`).
+const MAX_PAREN_LEVEL: usize = 200;
+/// CPython's tokenizer limit on indentation levels (`MAXINDENT`, the module level included).
+const MAX_INDENT_LEVEL: usize = 99;
+/// CPython's compiler limit on statically nested blocks (`CO_MAXBLOCKS`).
+const MAX_STATIC_BLOCKS: usize = 20;
+
+impl RawDiagnostic {
+    fn new(offset: TextSize, message: impl Into<String>) -> Self {
+        Self::at(offset.to_usize(), message)
+    }
+}
+
+/// Parses `source` and returns every error CPython would raise at compile time (as far as we
+/// know them), in source order.
+pub(crate) fn check(
+    source: &str,
+    python_version: ast::PythonVersion,
+    entrypoint: Option<&EntrypointSpec>,
+) -> Vec<RawDiagnostic> {
+    let options = ParseOptions::from(Mode::Module).with_target_version(python_version);
+    let parsed = ruff_python_parser::parse_unchecked(source, options);
+    let mut diagnostics: Vec<RawDiagnostic> = parsed
+        .errors()
+        .iter()
+        .map(|error| RawDiagnostic::new(error.location.start(), error.error.to_string()))
+        .collect();
+    diagnostics.extend(
+        parsed
+            .unsupported_syntax_errors()
+            .iter()
+            .map(|error| RawDiagnostic::new(error.range.start(), error.to_string())),
+    );
+    check_token_limits(&parsed, &mut diagnostics);
+    let Some(module) = parsed.try_into_module() else {
+        return diagnostics;
+    };
+    // A recovered tree after a parse error yields mostly noise; CPython stops at the first error.
+    if diagnostics.is_empty() {
+        let mut visitor = SemanticVisitor::new(source, python_version);
+        visitor.visit_body(&module.syntax().body);
+        diagnostics.extend(visitor.into_diagnostics());
+        if let Some(spec) = entrypoint {
+            if let Err(message) = spec.check(find_entrypoint(module.syntax(), &spec.name)) {
+                diagnostics.push(RawDiagnostic::new(TextSize::default(), message));
+            }
+        }
+    }
+    diagnostics.sort_by_key(|d| d.offset);
+    diagnostics
+}
+
+/// Bracket nesting and indentation depth limits of CPython's tokenizer.
+fn check_token_limits<T>(parsed: &Parsed<T>, diagnostics: &mut Vec<RawDiagnostic>) {
+    let mut paren_level = 0usize;
+    let mut indent_level = 0usize;
+    for token in parsed.tokens().iter() {
+        match token.kind() {
+            TokenKind::Lpar | TokenKind::Lsqb | TokenKind::Lbrace => {
+                paren_level += 1;
+                if paren_level > MAX_PAREN_LEVEL {
+                    diagnostics.push(RawDiagnostic::new(
+                        token.start(),
+                        "too many nested parentheses",
+                    ));
+                    return;
+                }
+            }
+            TokenKind::Rpar | TokenKind::Rsqb | TokenKind::Rbrace => {
+                paren_level = paren_level.saturating_sub(1);
+            }
+            TokenKind::Indent => {
+                indent_level += 1;
+                if indent_level >= MAX_INDENT_LEVEL {
+                    diagnostics.push(RawDiagnostic::new(
+                        token.start(),
+                        "too many levels of indentation",
+                    ));
+                    return;
+                }
+            }
+            TokenKind::Dedent => indent_level = indent_level.saturating_sub(1),
+            _ => {}
+        }
+    }
+}
+
+/// The last module-level `def NAME` (also inside module-level `if`/`try`/`with` blocks).
+fn find_entrypoint(module: &ModModule, name: &str) -> Option<Signature> {
+    fn search(body: &[Stmt], name: &str, found: &mut Option<Signature>) {
+        for stmt in body {
+            match stmt {
+                Stmt::FunctionDef(def) if def.name.as_str() == name => {
+                    let p = &def.parameters;
+                    let positional = p.posonlyargs.iter().chain(p.args.iter());
+                    *found = Some(Signature {
+                        is_async: def.is_async,
+                        required_positional: positional.clone().filter(|a| a.default.is_none()).count(),
+                        total_positional: positional.count(),
+                        has_varargs: p.vararg.is_some(),
+                        required_keyword_only: p.kwonlyargs.iter().filter(|a| a.default.is_none()).count(),
+                    });
+                }
+                Stmt::If(s) => {
+                    search(&s.body, name, found);
+                    for clause in &s.elif_else_clauses {
+                        search(&clause.body, name, found);
+                    }
+                }
+                Stmt::Try(s) => {
+                    search(&s.body, name, found);
+                    for handler in &s.handlers {
+                        let ast::ExceptHandler::ExceptHandler(h) = handler;
+                        search(&h.body, name, found);
+                    }
+                    search(&s.orelse, name, found);
+                    search(&s.finalbody, name, found);
+                }
+                Stmt::With(s) => search(&s.body, name, found),
+                _ => {}
+            }
+        }
+    }
+    let mut found = None;
+    search(&module.body, name, &mut found);
+    found
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScopeKind {
+    Module,
+    Class,
+    Function { is_async: bool },
+    Lambda,
+    Comprehension { is_async: bool, is_generator: bool },
+}
+
+struct Scope<'a> {
+    kind: ScopeKind,
+    params: HashSet<&'a str>,
+    /// `global` declarations of this scope: name -> range of the declaring statement.
+    globals: HashMap<&'a str, TextRange>,
+    nonlocals: HashMap<&'a str, TextRange>,
+    /// Names bound in this scope (functions only; used to resolve `nonlocal`).
+    bindings: HashSet<&'a str>,
+    loop_depth: usize,
+    /// Statically nested blocks (loops, `try`, `with`) in this code object.
+    block_depth: usize,
+    /// Inside an `except*` handler and not inside a loop nested in it.
+    in_except_star: bool,
+    except_star_loop_depth: usize,
+}
+
+impl<'a> Scope<'a> {
+    fn new(kind: ScopeKind) -> Self {
+        Self {
+            kind,
+            params: HashSet::new(),
+            globals: HashMap::new(),
+            nonlocals: HashMap::new(),
+            bindings: HashSet::new(),
+            loop_depth: 0,
+            block_depth: 0,
+            in_except_star: false,
+            except_star_loop_depth: 0,
+        }
+    }
+
+    /// Fills declarations and bindings from the scope's own statements.
+    fn scan_body(&mut self, body: &'a [Stmt]) {
+        let mut scanner = ScopeScanner { scope: self };
+        scanner.visit_body(body);
+    }
+}
+
+/// Collects the declarations and bindings of one scope without entering nested scopes.
+struct ScopeScanner<'s, 'a> {
+    scope: &'s mut Scope<'a>,
+}
+
+impl<'a> Visitor<'a> for ScopeScanner<'_, 'a> {
+    fn visit_stmt(&mut self, stmt: &'a Stmt) {
+        match stmt {
+            Stmt::Global(s) => {
+                for name in &s.names {
+                    self.scope.globals.entry(name.as_str()).or_insert(s.range);
+                }
+            }
+            Stmt::Nonlocal(s) => {
+                for name in &s.names {
+                    self.scope.nonlocals.entry(name.as_str()).or_insert(s.range);
+                }
+            }
+            Stmt::FunctionDef(s) => {
+                self.scope.bindings.insert(s.name.as_str());
+                for decorator in &s.decorator_list {
+                    self.visit_expr(&decorator.expression);
+                }
+            }
+            Stmt::ClassDef(s) => {
+                self.scope.bindings.insert(s.name.as_str());
+                for decorator in &s.decorator_list {
+                    self.visit_expr(&decorator.expression);
+                }
+                if let Some(arguments) = &s.arguments {
+                    self.visit_arguments(arguments);
+                }
+            }
+            Stmt::Import(s) => {
+                for alias in &s.names {
+                    let bound = alias.asname.as_ref().unwrap_or(&alias.name);
+                    let first = bound.as_str().split('.').next().unwrap_or_default();
+                    self.scope.bindings.insert(first);
+                }
+            }
+            Stmt::ImportFrom(s) => {
+                for alias in &s.names {
+                    let bound = alias.asname.as_ref().unwrap_or(&alias.name);
+                    self.scope.bindings.insert(bound.as_str());
+                }
+            }
+            Stmt::Try(s) => {
+                for handler in &s.handlers {
+                    let ast::ExceptHandler::ExceptHandler(h) = handler;
+                    if let Some(name) = &h.name {
+                        self.scope.bindings.insert(name.as_str());
+                    }
+                }
+                visitor::walk_stmt(self, stmt);
+            }
+            _ => visitor::walk_stmt(self, stmt),
+        }
+    }
+
+    fn visit_expr(&mut self, expr: &'a Expr) {
+        match expr {
+            Expr::Name(name) if !name.ctx.is_load() => {
+                self.scope.bindings.insert(name.id.as_str());
+            }
+            // Lambda bodies are their own scope; only defaults are evaluated here.
+            Expr::Lambda(lambda) => {
+                if let Some(parameters) = &lambda.parameters {
+                    for default in parameters
+                        .iter_non_variadic_params()
+                        .filter_map(|p| p.default.as_deref())
+                    {
+                        self.visit_expr(default);
+                    }
+                }
+            }
+            // Walrus targets inside comprehensions bind in the enclosing scope; keep walking.
+            _ => visitor::walk_expr(self, expr),
+        }
+    }
+
+    fn visit_pattern(&mut self, pattern: &'a ast::Pattern) {
+        match pattern {
+            ast::Pattern::MatchAs(p) => {
+                if let Some(name) = &p.name {
+                    self.scope.bindings.insert(name.as_str());
+                }
+            }
+            ast::Pattern::MatchStar(p) => {
+                if let Some(name) = &p.name {
+                    self.scope.bindings.insert(name.as_str());
+                }
+            }
+            ast::Pattern::MatchMapping(p) => {
+                if let Some(name) = &p.rest {
+                    self.scope.bindings.insert(name.as_str());
+                }
+            }
+            _ => {}
+        }
+        visitor::walk_pattern(self, pattern);
+    }
+}
+
+/// Drives ruff's [`SemanticSyntaxChecker`] with the scope facts it asks for.
+struct SemanticVisitor<'a> {
+    checker: SemanticSyntaxChecker,
+    source: &'a str,
+    python_version: ast::PythonVersion,
+    scopes: Vec<Scope<'a>>,
+    errors: RefCell<Vec<SemanticSyntaxError>>,
+    extra: Vec<RawDiagnostic>,
+    in_try: bool,
+}
+
+impl<'a> SemanticVisitor<'a> {
+    fn new(source: &'a str, python_version: ast::PythonVersion) -> Self {
+        Self {
+            checker: SemanticSyntaxChecker::new(),
+            source,
+            python_version,
+            scopes: Vec::new(),
+            errors: RefCell::new(Vec::new()),
+            extra: Vec::new(),
+            in_try: false,
+        }
+    }
+
+    fn into_diagnostics(self) -> Vec<RawDiagnostic> {
+        let mut out: Vec<RawDiagnostic> = self
+            .errors
+            .into_inner()
+            .iter()
+            .map(|e| RawDiagnostic::new(e.range.start(), cpython_message(e)))
+            .collect();
+        out.extend(self.extra);
+        out
+    }
+
+    fn scope(&self) -> Option<&Scope<'a>> {
+        self.scopes.last()
+    }
+
+    fn scope_mut(&mut self) -> Option<&mut Scope<'a>> {
+        self.scopes.last_mut()
+    }
+
+    fn check_stmt(&mut self, stmt: &'a Stmt) {
+        let mut checker = std::mem::take(&mut self.checker);
+        checker.visit_stmt(stmt, self);
+        self.checker = checker;
+    }
+
+    fn check_expr(&mut self, expr: &'a Expr) {
+        let mut checker = std::mem::take(&mut self.checker);
+        checker.visit_expr(expr, self);
+        self.checker = checker;
+    }
+
+    fn with_scope(&mut self, scope: Scope<'a>, f: impl FnOnce(&mut Self)) {
+        self.scopes.push(scope);
+        let was_in_try = std::mem::replace(&mut self.in_try, false);
+        f(self);
+        self.in_try = was_in_try;
+        self.scopes.pop();
+    }
+
+    /// Runs `f` one statically nested block deeper (CPython's frame-block stack).
+    fn in_block(&mut self, offset: TextSize, is_loop: bool, f: impl FnOnce(&mut Self)) {
+        let mut too_deep = false;
+        if let Some(scope) = self.scope_mut() {
+            scope.block_depth += 1;
+            too_deep = scope.block_depth > MAX_STATIC_BLOCKS;
+            if is_loop {
+                scope.loop_depth += 1;
+            }
+        }
+        if too_deep {
+            self.extra.push(RawDiagnostic::new(
+                offset,
+                "too many statically nested blocks",
+            ));
+        }
+        f(self);
+        if let Some(scope) = self.scope_mut() {
+            scope.block_depth = scope.block_depth.saturating_sub(1);
+            if is_loop {
+                scope.loop_depth = scope.loop_depth.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Which scope binds a name for `nonlocal`: an enclosing function, classes skipped.
+    fn enclosing_function_binds(&self, name: &str) -> bool {
+        self.scopes
+            .iter()
+            .rev()
+            .skip(1)
+            .filter(|s| {
+                matches!(s.kind, ScopeKind::Function { .. } | ScopeKind::Lambda)
+            })
+            .any(|s| {
+                (s.bindings.contains(name) || s.params.contains(name) || s.nonlocals.contains_key(name))
+                    && !s.globals.contains_key(name)
+            })
+    }
+
+    fn visit_comprehension_expr(
+        &mut self,
+        generators: &'a [ast::Comprehension],
+        elements: &[&'a Expr],
+        is_generator: bool,
+    ) {
+        let Some((first, rest)) = generators.split_first() else {
+            return;
+        };
+        // The first iterable is evaluated in the enclosing scope.
+        self.visit_expr(&first.iter);
+        let is_async = generators.iter().any(|g| g.is_async);
+        // A comprehension is its own code object: no enclosing loop, fresh block stack.
+        let scope = Scope::new(ScopeKind::Comprehension {
+            is_async,
+            is_generator,
+        });
+        self.with_scope(scope, |this| {
+            this.visit_expr(&first.target);
+            for condition in &first.ifs {
+                this.visit_expr(condition);
+            }
+            for generator in rest {
+                this.visit_expr(&generator.iter);
+                this.visit_expr(&generator.target);
+                for condition in &generator.ifs {
+                    this.visit_expr(condition);
+                }
+            }
+            for element in elements {
+                this.visit_expr(element);
+            }
+        });
+    }
+
+    fn visit_parameter_defaults_and_annotations(&mut self, parameters: &'a ast::Parameters) {
+        for default in parameters
+            .iter_non_variadic_params()
+            .filter_map(|p| p.default.as_deref())
+        {
+            self.visit_expr(default);
+        }
+        for parameter in parameters.iter() {
+            if let Some(annotation) = parameter.annotation() {
+                self.visit_expr(annotation);
+            }
+        }
+    }
+
+    fn check_try(&mut self, stmt: &'a ast::StmtTry) {
+        let count = stmt.handlers.len();
+        for (index, handler) in stmt.handlers.iter().enumerate() {
+            let ast::ExceptHandler::ExceptHandler(h) = handler;
+            if h.type_.is_none() && index + 1 < count {
+                self.extra.push(RawDiagnostic::new(
+                    h.range.start(),
+                    "default 'except:' must be last",
+                ));
+            }
+        }
+    }
+
+    fn check_except_star_exit(&mut self, stmt: &'a Stmt) {
+        let Some(scope) = self.scope() else { return };
+        if !scope.in_except_star {
+            return;
+        }
+        let leaves = match stmt {
+            Stmt::Return(_) => true,
+            Stmt::Break(_) | Stmt::Continue(_) => scope.loop_depth == scope.except_star_loop_depth,
+            _ => false,
+        };
+        if leaves {
+            self.extra.push(RawDiagnostic::new(
+                stmt.start(),
+                "'break', 'continue' and 'return' cannot appear in an except* block",
+            ));
+        }
+    }
+
+    fn check_name(&mut self, name: &'a ast::ExprName) {
+        let Some(scope) = self.scope() else { return };
+        if let Some(declared) = scope.nonlocals.get(name.id.as_str()) {
+            if name.range.start() < declared.start() {
+                let verb = if name.ctx.is_load() { "used" } else { "assigned to" };
+                self.extra.push(RawDiagnostic::new(
+                    name.range.start(),
+                    format!(
+                        "name '{}' is {verb} prior to nonlocal declaration",
+                        name.id
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+impl<'a> Visitor<'a> for SemanticVisitor<'a> {
+    fn visit_body(&mut self, body: &'a [Stmt]) {
+        if self.scopes.is_empty() {
+            let mut module = Scope::new(ScopeKind::Module);
+            module.scan_body(body);
+            self.scopes.push(module);
+            visitor::walk_body(self, body);
+            self.scopes.pop();
+        } else {
+            visitor::walk_body(self, body);
+        }
+    }
+
+    fn visit_stmt(&mut self, stmt: &'a Stmt) {
+        self.check_stmt(stmt);
+        self.check_except_star_exit(stmt);
+        match stmt {
+            Stmt::FunctionDef(def) => {
+                for decorator in &def.decorator_list {
+                    self.visit_expr(&decorator.expression);
+                }
+                if let Some(type_params) = &def.type_params {
+                    self.visit_type_params(type_params);
+                }
+                self.visit_parameter_defaults_and_annotations(&def.parameters);
+                if let Some(returns) = &def.returns {
+                    self.visit_expr(returns);
+                }
+                let mut scope = Scope::new(ScopeKind::Function {
+                    is_async: def.is_async,
+                });
+                scope.params = def.parameters.iter().map(|p| p.name().as_str()).collect();
+                scope.scan_body(&def.body);
+                self.with_scope(scope, |this| this.visit_body(&def.body));
+            }
+            Stmt::ClassDef(class) => {
+                for decorator in &class.decorator_list {
+                    self.visit_expr(&decorator.expression);
+                }
+                if let Some(type_params) = &class.type_params {
+                    self.visit_type_params(type_params);
+                }
+                if let Some(arguments) = &class.arguments {
+                    self.visit_arguments(arguments);
+                }
+                let mut scope = Scope::new(ScopeKind::Class);
+                scope.scan_body(&class.body);
+                self.with_scope(scope, |this| this.visit_body(&class.body));
+            }
+            Stmt::For(s) => {
+                self.visit_expr(&s.iter);
+                self.visit_expr(&s.target);
+                self.in_block(s.start(), true, |this| this.visit_body(&s.body));
+                self.visit_body(&s.orelse);
+            }
+            Stmt::While(s) => {
+                self.visit_expr(&s.test);
+                self.in_block(s.start(), true, |this| this.visit_body(&s.body));
+                self.visit_body(&s.orelse);
+            }
+            Stmt::With(s) => {
+                self.in_block(s.start(), false, |this| visitor::walk_stmt(this, stmt));
+            }
+            Stmt::Try(s) => {
+                self.check_try(s);
+                let was_in_try = std::mem::replace(&mut self.in_try, true);
+                self.in_block(s.start(), false, |this| this.visit_body(&s.body));
+                for handler in &s.handlers {
+                    let ast::ExceptHandler::ExceptHandler(h) = handler;
+                    if let Some(type_) = &h.type_ {
+                        self.visit_expr(type_);
+                    }
+                    let saved = self.scope().map(|sc| (sc.in_except_star, sc.except_star_loop_depth));
+                    if s.is_star {
+                        if let Some(scope) = self.scope_mut() {
+                            scope.in_except_star = true;
+                            scope.except_star_loop_depth = scope.loop_depth;
+                        }
+                    }
+                    self.in_block(h.start(), false, |this| this.visit_body(&h.body));
+                    if let (Some(scope), Some((flag, depth))) = (self.scope_mut(), saved) {
+                        scope.in_except_star = flag;
+                        scope.except_star_loop_depth = depth;
+                    }
+                }
+                self.visit_body(&s.orelse);
+                if !s.finalbody.is_empty() {
+                    self.in_block(s.start(), false, |this| this.visit_body(&s.finalbody));
+                }
+                self.in_try = was_in_try;
+            }
+            Stmt::Nonlocal(s) => {
+                if let Some(scope) = self.scope() {
+                    for name in &s.names {
+                        if scope.globals.contains_key(name.as_str()) {
+                            self.extra.push(RawDiagnostic::new(
+                                name.range.start(),
+                                format!("name '{name}' is nonlocal and global"),
+                            ));
+                        }
+                    }
+                }
+                visitor::walk_stmt(self, stmt);
+            }
+            _ => visitor::walk_stmt(self, stmt),
+        }
+    }
+
+    fn visit_expr(&mut self, expr: &'a Expr) {
+        self.check_expr(expr);
+        match expr {
+            Expr::Name(name) => self.check_name(name),
+            Expr::Lambda(lambda) => {
+                let mut scope = Scope::new(ScopeKind::Lambda);
+                if let Some(parameters) = &lambda.parameters {
+                    for default in parameters
+                        .iter_non_variadic_params()
+                        .filter_map(|p| p.default.as_deref())
+                    {
+                        self.visit_expr(default);
+                    }
+                    scope.params = parameters.iter().map(|p| p.name().as_str()).collect();
+                }
+                self.with_scope(scope, |this| this.visit_expr(&lambda.body));
+                return;
+            }
+            Expr::ListComp(c) => {
+                self.visit_comprehension_expr(&c.generators, &[&c.elt], false);
+                return;
+            }
+            Expr::SetComp(c) => {
+                self.visit_comprehension_expr(&c.generators, &[&c.elt], false);
+                return;
+            }
+            Expr::Generator(c) => {
+                self.visit_comprehension_expr(&c.generators, &[&c.elt], true);
+                return;
+            }
+            Expr::DictComp(c) => {
+                let mut elements: Vec<&Expr> = Vec::with_capacity(2);
+                if let Some(key) = &c.key {
+                    elements.push(key);
+                }
+                elements.push(&c.value);
+                self.visit_comprehension_expr(&c.generators, &elements, false);
+                return;
+            }
+            _ => {}
+        }
+        visitor::walk_expr(self, expr);
+    }
+}
+
+impl SemanticSyntaxContext for SemanticVisitor<'_> {
+    fn future_annotations_or_stub(&self) -> bool {
+        false
+    }
+
+    fn lazy_import_context(&self) -> Option<LazyImportContext> {
+        match self.scope().map(|s| s.kind) {
+            Some(ScopeKind::Function { .. } | ScopeKind::Lambda) => {
+                Some(LazyImportContext::Function)
+            }
+            Some(ScopeKind::Class) => Some(LazyImportContext::Class),
+            _ if self.in_try => Some(LazyImportContext::TryExceptBlocks),
+            _ => None,
+        }
+    }
+
+    fn python_version(&self) -> ast::PythonVersion {
+        self.python_version
+    }
+
+    fn source(&self) -> &str {
+        self.source
+    }
+
+    fn global(&self, name: &str) -> Option<TextRange> {
+        self.scope().and_then(|s| s.globals.get(name).copied())
+    }
+
+    fn has_nonlocal_binding(&self, name: &str) -> bool {
+        self.enclosing_function_binds(name)
+    }
+
+    fn in_async_context(&self) -> bool {
+        for scope in self.scopes.iter().rev() {
+            match scope.kind {
+                ScopeKind::Comprehension { .. } => {}
+                ScopeKind::Function { is_async } => return is_async,
+                ScopeKind::Lambda | ScopeKind::Class | ScopeKind::Module => return false,
+            }
+        }
+        false
+    }
+
+    fn in_await_allowed_context(&self) -> bool {
+        for scope in self.scopes.iter().rev() {
+            match scope.kind {
+                ScopeKind::Comprehension { .. } => {}
+                ScopeKind::Function { .. } | ScopeKind::Lambda => return true,
+                ScopeKind::Class | ScopeKind::Module => return false,
+            }
+        }
+        false
+    }
+
+    fn in_yield_allowed_context(&self) -> bool {
+        matches!(
+            self.scope().map(|s| s.kind),
+            Some(ScopeKind::Function { .. } | ScopeKind::Lambda)
+        )
+    }
+
+    fn in_sync_comprehension(&self) -> bool {
+        for scope in self.scopes.iter().rev() {
+            match scope.kind {
+                ScopeKind::Comprehension {
+                    is_async: false, ..
+                } => return true,
+                ScopeKind::Comprehension { .. } => {}
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    fn in_class_body_comprehension(&self) -> bool {
+        for scope in self.scopes.iter().rev() {
+            match scope.kind {
+                ScopeKind::Comprehension { .. } => {}
+                ScopeKind::Class => return true,
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    fn in_module_scope(&self) -> bool {
+        matches!(self.scope().map(|s| s.kind), Some(ScopeKind::Module) | None)
+    }
+
+    fn in_function_scope(&self) -> bool {
+        matches!(
+            self.scope().map(|s| s.kind),
+            Some(ScopeKind::Function { .. } | ScopeKind::Lambda)
+        )
+    }
+
+    fn in_generator_context(&self) -> bool {
+        for scope in self.scopes.iter().rev() {
+            match scope.kind {
+                ScopeKind::Comprehension {
+                    is_generator: true, ..
+                } => return true,
+                ScopeKind::Comprehension { .. } => {}
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    fn in_notebook(&self) -> bool {
+        false
+    }
+
+    fn report_semantic_error(&self, error: SemanticSyntaxError) {
+        self.errors.borrow_mut().push(error);
+    }
+
+    fn in_loop_context(&self) -> bool {
+        self.scope().is_some_and(|s| s.loop_depth > 0)
+    }
+
+    fn is_bound_parameter(&self, name: &str) -> bool {
+        self.scope().is_some_and(|s| s.params.contains(name))
+    }
+}
+
+/// CPython's wording for the errors ruff's checker finds (ruff's own wording otherwise).
+fn cpython_message(error: &SemanticSyntaxError) -> String {
+    use SemanticSyntaxErrorKind as K;
+    match &error.kind {
+        K::LateFutureImport => {
+            "from __future__ imports must occur at the beginning of the file".to_owned()
+        }
+        K::FutureFeatureNotDefined(name) if name == "braces" => "not a chance".to_owned(),
+        K::FutureFeatureNotDefined(name) => format!("future feature {name} is not defined"),
+        K::ReturnOutsideFunction => "'return' outside function".to_owned(),
+        K::YieldOutsideFunction(kind) => {
+            let keyword = match kind {
+                YieldOutsideFunctionKind::Await => "await",
+                YieldOutsideFunctionKind::Yield | YieldOutsideFunctionKind::YieldFrom => "yield",
+            };
+            format!("'{keyword}' outside function")
+        }
+        K::AwaitOutsideAsyncFunction(kind) => match kind {
+            AwaitOutsideAsyncFunctionKind::Await => "'await' outside async function".to_owned(),
+            AwaitOutsideAsyncFunctionKind::AsyncFor => {
+                "'async for' outside async function".to_owned()
+            }
+            AwaitOutsideAsyncFunctionKind::AsyncWith => {
+                "'async with' outside async function".to_owned()
+            }
+            AwaitOutsideAsyncFunctionKind::AsyncComprehension => {
+                "asynchronous comprehension outside of an asynchronous function".to_owned()
+            }
+        },
+        K::DuplicateParameter(name) => {
+            format!("duplicate argument '{name}' in function definition")
+        }
+        K::NonlocalDeclarationAtModuleLevel => {
+            "nonlocal declaration not allowed at module level".to_owned()
+        }
+        K::DuplicateKeywordArgument(name) => format!("keyword argument repeated: {name}"),
+        K::NonlocalAndGlobal(name) => format!("name '{name}' is nonlocal and global"),
+        K::AnnotatedGlobal(name) => format!("annotated name '{name}' can't be global"),
+        K::AnnotatedNonlocal(name) => format!("annotated name '{name}' can't be nonlocal"),
+        K::YieldFromInAsyncFunction => "'yield from' inside async function".to_owned(),
+        K::NonModuleImportStar(_) => "import * only allowed at module level".to_owned(),
+        K::MultipleStarredExpressions => "multiple starred expressions in assignment".to_owned(),
+        K::BreakOutsideLoop => "'break' outside loop".to_owned(),
+        K::ContinueOutsideLoop => "'continue' not properly in loop".to_owned(),
+        K::GlobalParameter(name) => format!("name '{name}' is parameter and global"),
+        K::NonlocalParameter(name) => format!("name '{name}' is parameter and nonlocal"),
+        K::NonlocalWithoutBinding(name) => format!("no binding for nonlocal '{name}' found"),
+        K::ReturnInGenerator => "'return' with value in async generator".to_owned(),
+        K::LoadBeforeGlobalDeclaration { name, .. } => {
+            format!("name '{name}' is used prior to global declaration")
+        }
+        K::LoadBeforeNonlocalDeclaration { name, .. } => {
+            format!("name '{name}' is used prior to nonlocal declaration")
+        }
+        K::InvalidStarExpression => "can't use starred expression here".to_owned(),
+        K::SingleStarredAssignment => {
+            "starred assignment target must be in a list or tuple".to_owned()
+        }
+        K::WriteToDebug(WriteToDebugKind::Store) => "cannot assign to __debug__".to_owned(),
+        K::WriteToDebug(WriteToDebugKind::Delete(_)) => "cannot delete __debug__".to_owned(),
+        K::IrrefutableCasePattern(IrrefutablePatternKind::Name(name)) => {
+            format!("name capture '{name}' makes remaining patterns unreachable")
+        }
+        K::IrrefutableCasePattern(IrrefutablePatternKind::Wildcard) => {
+            "wildcard makes remaining patterns unreachable".to_owned()
+        }
+        K::MultipleCaseAssignment(name) => {
+            format!("multiple assignments to name '{name}' in pattern")
+        }
+        K::DuplicateMatchClassAttribute(name) => {
+            format!("attribute name repeated in class pattern: {name}")
+        }
+        K::DifferentMatchPatternBindings => "alternative patterns bind different names".to_owned(),
+        K::NamedExpressionInComprehensionIterable => {
+            "assignment expression cannot be used in a comprehension iterable expression"
+                .to_owned()
+        }
+        K::NamedExpressionInClassBodyComprehension => {
+            "assignment expression within a comprehension cannot be used in a class body"
+                .to_owned()
+        }
+        K::ReboundComprehensionVariable => {
+            "assignment expression cannot rebind comprehension iteration variable".to_owned()
+        }
+        _ => error.to_string(),
+    }
+}
