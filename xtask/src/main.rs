@@ -3,9 +3,13 @@
 //! - `e2e [--filter S]`: the integration matrix against the release binary.
 //! - `bench [--quick]`: performance, side by side with baselines.
 //! - `fidelity [--quick]`: syntax verifier agreement with CPython.
+//! - `demo`: deploy, a rejected deploy and a rollback in a scratch root (the README's first command).
 
+mod bench;
 mod bench_startup;
 mod bench_syntax;
+mod demo;
+mod e2e;
 mod fidelity;
 
 use std::process::ExitCode;
@@ -13,12 +17,15 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((task, rest)) = args.split_first() else {
-        eprintln!("usage: cargo xtask <e2e|bench|fidelity> [options]");
+        eprintln!("usage: cargo xtask <e2e|bench|fidelity|demo> [options]");
         return ExitCode::from(2);
     };
     let result = match task.as_str() {
         "fidelity" => fidelity::main(rest),
-        other => Err(format!("unknown task {other:?}; expected e2e, bench or fidelity")),
+        "bench" => bench::main(rest),
+        "e2e" => e2e::main(rest),
+        "demo" => demo::main(rest),
+        other => Err(format!("unknown task {other:?}; expected e2e, bench, fidelity or demo")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

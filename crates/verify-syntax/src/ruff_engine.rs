@@ -463,7 +463,9 @@ impl<'a> SemanticVisitor<'a> {
     }
 
     fn check_except_star_exit(&mut self, stmt: &'a Stmt) {
-        let Some(scope) = self.scope() else { return };
+        let Some(scope) = self.scopes.last() else {
+            return;
+        };
         if !scope.in_except_star {
             return;
         }
@@ -481,7 +483,9 @@ impl<'a> SemanticVisitor<'a> {
     }
 
     fn check_name(&mut self, name: &'a ast::ExprName) {
-        let Some(scope) = self.scope() else { return };
+        let Some(scope) = self.scopes.last() else {
+            return;
+        };
         if let Some(declared) = scope.nonlocals.get(name.id.as_str()) {
             if name.range.start() < declared.start() {
                 let verb = if name.ctx.is_load() { "used" } else { "assigned to" };
@@ -589,7 +593,7 @@ impl<'a> Visitor<'a> for SemanticVisitor<'a> {
                 self.in_try = was_in_try;
             }
             Stmt::Nonlocal(s) => {
-                if let Some(scope) = self.scope() {
+                if let Some(scope) = self.scopes.last() {
                     for name in &s.names {
                         if scope.globals.contains_key(name.as_str()) {
                             self.extra.push(RawDiagnostic::new(
