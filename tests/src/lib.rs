@@ -118,3 +118,119 @@ mod tests {
         );
     }
 }
+
+/// Every file under `dir` with its bytes (symlinks recorded by target), for "nothing
+/// changed" assertions.
+pub fn tree(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    fn walk(
+        base: &Path,
+        dir: &Path,
+        out: &mut std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>,
+    ) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let rel = path.strip_prefix(base).unwrap_or(&path).to_path_buf();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).unwrap_or_default();
+                out.insert(rel, format!("-> {}", target.display()).into_bytes());
+            } else if meta.is_dir() {
+                out.insert(rel.clone(), b"<dir>".to_vec());
+                walk(base, &path, out);
+            } else {
+                out.insert(rel, std::fs::read(&path).unwrap_or_default());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256(bytes: &[u8]) -> String {
+    bluegreen_core::util::sha256_hex(bytes)
+}
+
+/// Files in the target's directory that are staged leftovers of bluegreen.
+pub fn staged_leftovers(target: &Path) -> Vec<String> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let name = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let prefix = format!(".{name}.bluegreen-");
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The post-recovery invariants of CONTRACT.md, asserted for one agent: the target holds
+/// exactly one of `allowed` (`None` = absent); no staged file remains; the registry's LIVE
+/// sha256 equals the target's; every recorded snapshot exists with its recorded bytes; the
+/// agent's lock is free. Returns the target's bytes.
+pub fn assert_recovered(
+    root: &Path,
+    store: &dyn bluegreen_core::Store,
+    agent: &str,
+    target_rel: &str,
+    allowed: &[Option<&[u8]>],
+) -> Option<Vec<u8>> {
+    let agent_id = bluegreen_core::AgentId::new(agent).expect("valid agent id");
+    let target = root.join(target_rel);
+    let bytes = std::fs::read(&target).ok();
+    assert!(
+        allowed.iter().any(|a| a.map(<[u8]>::to_vec) == bytes),
+        "target holds neither GREEN nor BLUE: {:?}",
+        bytes.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
+    );
+    assert_eq!(
+        staged_leftovers(&target),
+        Vec::<String>::new(),
+        "staged leftovers"
+    );
+    let state = store
+        .load(&agent_id)
+        .expect("registry readable")
+        .unwrap_or_default();
+    assert!(!state.is_pending(), "still pending after recovery: {state:?}");
+    match (state.live(), &bytes) {
+        (Some(live), Some(b)) => assert_eq!(live.sha256, sha256(b), "LIVE sha256 != target"),
+        (Some(live), None) => panic!("LIVE {} but target missing", live.deployment_id),
+        (None, Some(b)) => {
+            // Allowed only when the bytes predate bluegreen (GREEN of a first deployment).
+            assert!(
+                state.deployments.iter().all(|d| d.sha256 != sha256(b)),
+                "target holds a recorded version but nothing is LIVE"
+            );
+        }
+        (None, None) => {}
+    }
+    for record in &state.deployments {
+        if let Some(path) = &record.backup_path {
+            let snapshot = store
+                .read_backup(path)
+                .expect("snapshot readable")
+                .unwrap_or_else(|| panic!("recorded snapshot {path} missing"));
+            assert_eq!(
+                Some(sha256(&snapshot)),
+                record.backup_sha256,
+                "snapshot {path} bytes differ from the record"
+            );
+        }
+    }
+    let lease = store.try_lock(&agent_id).expect("lock file usable");
+    assert!(lease.is_some(), "lock still held after recovery");
+    bytes
+}
