@@ -73,7 +73,7 @@ async fn crash_in_process(point: FaultPoint, make_store: &dyn Fn(&Path) -> Arc<d
 
     let store = make_store(root);
     let recovering = service(root, store.clone(), None);
-    let report = recovering.recover().unwrap();
+    let report = recovering.recover().await.unwrap();
     assert!(report.busy.is_empty());
     let bytes = assert_recovered(root, store.as_ref(), AGENT, TARGET, &[Some(V1), Some(V2)]);
     assert_eq!(bytes.as_deref(), Some(expected_after(point)), "{point}");
@@ -142,7 +142,12 @@ fn deploy_with_binary(root: &Path, code: &[u8], fault: Option<FaultPoint>) -> st
 
 fn recover_and_check(root: &Path, allowed: &[Option<&[u8]>]) -> Option<Vec<u8>> {
     let store: Arc<dyn Store> = Arc::new(FsStore::open(root).unwrap());
-    service(root, store.clone(), None).recover().unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(service(root, store.clone(), None).recover())
+        .unwrap();
     assert_recovered(root, store.as_ref(), AGENT, TARGET, allowed)
 }
 

@@ -3,3 +3,4 @@
 
 pub mod exit;
 pub mod json;
+pub mod serve;

@@ -28,6 +28,11 @@ use crate::store::{AgentLease, AgentState, Begin, DeploymentRecord, Event, Rollb
 use crate::util::{create_dir_all_durable, fsync_dir, sha256_hex, write_new_synced};
 use crate::verify::{Chain, ChainReport, VerifyRequest};
 
+/// How long `recover()` waits for an agent's lock before deciding a live process holds it.
+/// (A lock can look held for a moment after its owner released it: a child forked by another
+/// thread keeps the descriptor until its exec closes it.)
+const RECOVERY_LOCK_WAIT: Duration = Duration::from_millis(500);
+
 /// Limits from the configuration (CONTRACT.md `bluegreen.toml`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -523,18 +528,18 @@ impl BlueGreenService {
 
     /// Repairs every agent left mid-operation by a crash: removes staged leftovers, decides
     /// from the bytes on disk whether the cutover happened, and records the outcome.
-    /// Agents whose lock a live process holds are skipped (their work is in flight).
-    pub fn recover(&self) -> Result<RecoveryReport, Error> {
+    /// Agents whose lock a live process keeps holding are skipped (their work is in flight,
+    /// not crashed); a lock that frees up within a moment is waited for.
+    pub async fn recover(&self) -> Result<RecoveryReport, Error> {
         let mut report = RecoveryReport::default();
         for agent in self.inner.store.pending_agents()? {
-            let local = self.local_mutex(&agent);
-            let Ok(_local) = local.try_lock_owned() else {
-                report.busy.push(agent);
-                continue;
-            };
-            let Some(_lease) = self.inner.store.try_lock(&agent)? else {
-                report.busy.push(agent);
-                continue;
+            let _guard = match self.lock_within(&agent, RECOVERY_LOCK_WAIT).await {
+                Ok(guard) => guard,
+                Err(Error::LockTimeout { .. }) => {
+                    report.busy.push(agent);
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             for action in self.recover_agent_locked(&agent)? {
                 report.actions.push(RecoveryAction {
@@ -570,8 +575,11 @@ impl BlueGreenService {
     /// Takes the agent's in-process mutex (FIFO among tasks) and then the store's lease
     /// (polled: the OS lock has no async wait), within `lock_timeout` in total.
     async fn lock(&self, agent: &AgentId) -> Result<AgentGuard, Error> {
+        self.lock_within(agent, self.inner.limits.lock_timeout).await
+    }
+
+    async fn lock_within(&self, agent: &AgentId, timeout: Duration) -> Result<AgentGuard, Error> {
         let started = Instant::now();
-        let timeout = self.inner.limits.lock_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || Error::LockTimeout {
             agent: agent.to_string(),

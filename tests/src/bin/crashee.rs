@@ -64,7 +64,7 @@ async fn run(args: &[String]) -> Result<i32, String> {
         .limits(limits)
         .build()
         .map_err(err)?;
-    service.recover().map_err(err)?;
+    service.recover().await.map_err(err)?;
     match args.first().map(String::as_str) {
         Some("deploy") => {
             let file_path = args.get(3).ok_or("missing file_path")?;

@@ -1,0 +1,1 @@
+//! The HTTP API (`bluegreen serve`). Work in progress.
