@@ -452,7 +452,7 @@ impl BlueGreenService {
                     (Some(path), _) => Some(path.clone()),
                     (None, Some(prev)) => state
                         .get(prev)
-                        .and_then(|p| snapshot_of(&state, &p.sha256, Some(prev))),
+                        .and_then(|p| state.snapshot_of(&p.sha256, Some(prev))),
                     (None, None) => None,
                 };
                 let source = source.ok_or_else(|| {
@@ -476,7 +476,7 @@ impl BlueGreenService {
                         wanted.status
                     )));
                 }
-                let source = snapshot_of(&state, &wanted.sha256, Some(id)).ok_or_else(|| {
+                let source = state.snapshot_of(&wanted.sha256, Some(id)).ok_or_else(|| {
                     Error::Conflict(format!("no snapshot of {id} is kept any more"))
                 })?;
                 (Some(id.clone()), source)
@@ -684,6 +684,17 @@ impl BlueGreenService {
                         timestamp: rb.timestamp,
                         sha256: rb.sha256.clone(),
                         reason: rb.reason.clone(),
+                        // The snapshot precedes the rename, so it is whole; check anyway.
+                        snapshot: match &rb.snapshot {
+                            Some(snap)
+                                if store
+                                    .read_backup(&snap.path)?
+                                    .is_some_and(|b| sha256_hex(&b) == snap.sha256) =>
+                            {
+                                Some(snap.clone())
+                            }
+                            _ => None,
+                        },
                     },
                 )?;
                 actions.push(format!("completed the rollback of {}", rb.from));
@@ -724,19 +735,34 @@ impl BlueGreenService {
     ) -> Result<Option<String>, Error> {
         let store = &self.inner.store;
         let sha = bytes.as_deref().map(sha256_hex);
+        // What is live now is about to be replaced: keep it (nothing ever live is lost).
+        let current = match std::fs::read(&target.abs) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(format!("reading {}", target.rel), e)),
+        };
+        let now = Utc::now().trunc_subsecs(3);
+        let snapshot = current.as_deref().map(|b| crate::store::SnapshotRef {
+            path: store.backup_path(agent, &from.deployment_id, now, &target.extension()),
+            sha256: sha256_hex(b),
+        });
         let rb = RollbackBegin {
             from: from.deployment_id.clone(),
             to: to.clone(),
-            timestamp: Utc::now().trunc_subsecs(3),
+            timestamp: now,
             staged_path: staged_rel(
                 target,
                 &format!("bluegreen-rb-{}", uuid::Uuid::now_v7().simple()),
             ),
             sha256: sha.clone(),
             reason: reason.clone(),
+            snapshot: snapshot.clone(),
         };
         store.append(agent, &Event::RollbackBegin(rb.clone()))?;
         let result = (|| {
+            if let (Some(snap), Some(bytes)) = (&snapshot, &current) {
+                store.write_backup(agent, &snap.path, bytes)?;
+            }
             match &bytes {
                 Some(bytes) => {
                     let staged = self.inner.root.join(&rb.staged_path);
@@ -779,6 +805,7 @@ impl BlueGreenService {
                 timestamp: rb.timestamp,
                 sha256: sha.clone(),
                 reason,
+                snapshot,
             },
         )?;
         Ok(sha)
@@ -809,24 +836,28 @@ impl BlueGreenService {
             }
             cursor = record.previous.as_ref().and_then(|p| state.get(p));
         }
-        for record in state.deployments.iter().rev() {
+        // Fill up with the newest other snapshots (deployment backups and rollback snapshots).
+        let mut others: Vec<(chrono::DateTime<Utc>, &str)> = state
+            .deployments
+            .iter()
+            .filter_map(|d| d.backup_path.as_deref().map(|p| (d.timestamp, p)))
+            .chain(state.rollback_snapshots.iter().map(|s| (s.timestamp, s.path.as_str())))
+            .collect();
+        others.sort_by(|a, b| b.0.cmp(&a.0));
+        for (_, path) in &others {
             if kept.len() >= keep {
                 break;
             }
-            if let Some(path) = record.backup_path.as_deref() {
-                kept.insert(path);
-            }
+            kept.insert(path);
         }
-        let doomed: Vec<&DeploymentRecord> = state
-            .deployments
-            .iter()
-            .filter(|d| d.backup_path.as_deref().is_some_and(|p| !kept.contains(p)))
-            .collect();
         let mut pruned_any = false;
-        for record in doomed {
+        for record in &state.deployments {
             let Some(path) = record.backup_path.as_deref() else {
                 continue;
             };
+            if kept.contains(path) {
+                continue;
+            }
             // Record first, delete second: a crash in between leaves an orphan file that
             // recovery sweeps, never a record pointing at a missing snapshot.
             self.inner.store.append(
@@ -837,6 +868,20 @@ impl BlueGreenService {
             )?;
             self.fault(FaultPoint::DuringPrune)?;
             self.inner.store.remove_backup(path)?;
+            pruned_any = true;
+        }
+        for snap in &state.rollback_snapshots {
+            if kept.contains(snap.path.as_str()) {
+                continue;
+            }
+            self.inner.store.append(
+                agent,
+                &Event::PrunedSnapshot {
+                    path: snap.path.clone(),
+                },
+            )?;
+            self.fault(FaultPoint::DuringPrune)?;
+            self.inner.store.remove_backup(&snap.path)?;
             pruned_any = true;
         }
         if pruned_any {
@@ -908,20 +953,6 @@ fn staged_rel(target: &Target, tag: &str) -> String {
         Some((dir, _)) => format!("{dir}/{name}"),
         None => name,
     }
-}
-
-/// A snapshot holding bytes with `sha256`, preferring the one taken by the deployment that
-/// replaced `replaced` (the natural "version before" link).
-fn snapshot_of(state: &AgentState, sha256: &str, replaced: Option<&DeploymentId>) -> Option<String> {
-    let holds = |d: &&DeploymentRecord| d.backup_sha256.as_deref() == Some(sha256);
-    state
-        .deployments
-        .iter()
-        .rev()
-        .filter(holds)
-        .find(|d| d.previous.as_ref() == replaced)
-        .or_else(|| state.deployments.iter().rev().find(holds))
-        .and_then(|d| d.backup_path.clone())
 }
 
 fn sha_of_file(path: &Path) -> Result<Option<String>, Error> {

@@ -113,6 +113,9 @@ pub enum Event {
         timestamp: DateTime<Utc>,
         sha256: Option<String>,
         reason: Option<String>,
+        /// Snapshot of the bytes the rollback replaced (what `from` had live).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        snapshot: Option<SnapshotRef>,
     },
     /// A rollback started (journal entry): `staged_path` holds the bytes (`sha256`) about to
     /// replace LIVE `from`; `sha256: None` means the target is about to be removed (health
@@ -122,6 +125,26 @@ pub enum Event {
     RollbackAbandoned { from: DeploymentId },
     /// The snapshot of `deployment_id` is about to be deleted by retention.
     Pruned { deployment_id: DeploymentId },
+    /// A rollback-time snapshot is about to be deleted by retention.
+    PrunedSnapshot { path: String },
+}
+
+/// A snapshot file and the SHA-256 of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRef {
+    pub path: String,
+    pub sha256: String,
+}
+
+/// A snapshot taken by a rollback of the bytes it replaced, so that nothing that was ever
+/// live is lost (a rolled-back version can be restored again with `--to`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackSnapshot {
+    pub path: String,
+    pub sha256: String,
+    /// The deployment that was live in those bytes (the one rolled back).
+    pub deployment_id: DeploymentId,
+    pub timestamp: DateTime<Utc>,
 }
 
 /// The write-ahead part of a rollback.
@@ -133,6 +156,9 @@ pub struct RollbackBegin {
     pub staged_path: String,
     pub sha256: Option<String>,
     pub reason: Option<String>,
+    /// Where the bytes being replaced are snapshotted first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotRef>,
 }
 
 /// An agent's registry entry: its binding, deployments (oldest first) and any unfinished one.
@@ -145,6 +171,8 @@ pub struct AgentState {
     pub pending: Option<Begin>,
     /// A rollback that began and has not finished.
     pub pending_rollback: Option<RollbackBegin>,
+    /// Snapshots taken by rollbacks, oldest first.
+    pub rollback_snapshots: Vec<RollbackSnapshot>,
 }
 
 impl AgentState {
@@ -201,9 +229,18 @@ impl AgentState {
                 to,
                 sha256,
                 reason,
-                ..
+                timestamp,
+                snapshot,
             } => {
                 self.pending_rollback = None;
+                if let Some(snap) = snapshot {
+                    self.rollback_snapshots.push(RollbackSnapshot {
+                        path: snap.path.clone(),
+                        sha256: snap.sha256.clone(),
+                        deployment_id: from.clone(),
+                        timestamp: *timestamp,
+                    });
+                }
                 for d in &mut self.deployments {
                     if &d.deployment_id == from {
                         d.status = Status::RolledBack;
@@ -219,6 +256,9 @@ impl AgentState {
             Event::RollbackBegin(rb) => self.pending_rollback = Some(rb.clone()),
             Event::RollbackAbandoned { from } => {
                 self.pending_rollback.take_if(|rb| &rb.from == from);
+            }
+            Event::PrunedSnapshot { path } => {
+                self.rollback_snapshots.retain(|s| &s.path != path);
             }
             Event::Pruned { deployment_id } => {
                 if let Some(d) = self
@@ -253,6 +293,32 @@ impl AgentState {
             .iter()
             .filter_map(|d| d.backup_path.as_deref())
             .chain(self.pending.iter().filter_map(|b| b.backup_path.as_deref()))
+            .chain(self.rollback_snapshots.iter().map(|s| s.path.as_str()))
+            .chain(
+                self.pending_rollback
+                    .iter()
+                    .filter_map(|r| r.snapshot.as_ref().map(|s| s.path.as_str())),
+            )
+    }
+
+    /// A kept snapshot holding bytes with `sha256`, preferring the one taken by the
+    /// deployment that replaced `replaced` (the natural "version before" link).
+    pub fn snapshot_of(&self, sha256: &str, replaced: Option<&DeploymentId>) -> Option<String> {
+        let holds = |d: &&DeploymentRecord| d.backup_sha256.as_deref() == Some(sha256);
+        self.deployments
+            .iter()
+            .rev()
+            .filter(holds)
+            .find(|d| d.previous.as_ref() == replaced)
+            .or_else(|| self.deployments.iter().rev().find(holds))
+            .and_then(|d| d.backup_path.clone())
+            .or_else(|| {
+                self.rollback_snapshots
+                    .iter()
+                    .rev()
+                    .find(|s| s.sha256 == sha256)
+                    .map(|s| s.path.clone())
+            })
     }
 }
 

@@ -53,6 +53,9 @@ pub(crate) fn check(
             .map(|error| RawDiagnostic::new(error.range.start(), error.to_string())),
     );
     check_token_limits(&parsed, &mut diagnostics);
+    if diagnostics.is_empty() {
+        check_tab_consistency(source, &parsed, &mut diagnostics);
+    }
     let Some(module) = parsed.try_into_module() else {
         return diagnostics;
     };
@@ -102,6 +105,85 @@ fn check_token_limits<T>(parsed: &Parsed<T>, diagnostics: &mut Vec<RawDiagnostic
             }
             TokenKind::Dedent => indent_level = indent_level.saturating_sub(1),
             _ => {}
+        }
+    }
+}
+
+/// CPython's `TabError`: indentation must compare the same with tabs worth 8 columns and
+/// with tabs worth 1 column. ruff's lexer is more lenient here.
+fn check_tab_consistency<T>(source: &str, parsed: &Parsed<T>, diagnostics: &mut Vec<RawDiagnostic>) {
+    if !source.contains('\t') {
+        return;
+    }
+    let bytes = source.as_bytes();
+    // Stacks of (col, altcol) per indentation level; level 0 is the module.
+    let mut stack: Vec<(usize, usize)> = vec![(0, 0)];
+    let mut at_line_start = true;
+    for token in parsed.tokens().iter() {
+        match token.kind() {
+            TokenKind::Newline => {
+                at_line_start = true;
+                continue;
+            }
+            TokenKind::Indent
+            | TokenKind::Dedent
+            | TokenKind::NonLogicalNewline
+            | TokenKind::Comment
+            | TokenKind::EndOfFile => continue,
+            _ => {}
+        }
+        if !at_line_start {
+            continue;
+        }
+        at_line_start = false;
+        let start = token.start().to_usize();
+        let line_start = bytes[..start]
+            .iter()
+            .rposition(|&b| b == b'\n' || b == b'\r')
+            .map_or(0, |p| p + 1);
+        let (mut col, mut altcol) = (0usize, 0usize);
+        for &b in &bytes[line_start..start] {
+            match b {
+                b' ' => {
+                    col += 1;
+                    altcol += 1;
+                }
+                b'\t' => {
+                    col = (col / 8 + 1) * 8;
+                    altcol += 1;
+                }
+                b'\x0c' => {
+                    col = 0;
+                    altcol = 0;
+                }
+                // A backslash continuation or other text before the token: not an indent.
+                _ => {
+                    col = usize::MAX;
+                    break;
+                }
+            }
+        }
+        if col == usize::MAX {
+            continue;
+        }
+        let (top_col, top_alt) = stack.last().copied().unwrap_or((0, 0));
+        let inconsistent = if col == top_col {
+            altcol != top_alt
+        } else if col > top_col {
+            stack.push((col, altcol));
+            altcol <= top_alt
+        } else {
+            while stack.len() > 1 && stack.last().is_some_and(|&(c, _)| col < c) {
+                stack.pop();
+            }
+            stack.last().is_some_and(|&(c, a)| c == col && a != altcol)
+        };
+        if inconsistent {
+            diagnostics.push(RawDiagnostic::new(
+                token.start(),
+                "inconsistent use of tabs and spaces in indentation",
+            ));
+            return;
         }
     }
 }
@@ -387,17 +469,22 @@ impl<'a> SemanticVisitor<'a> {
 
     /// Which scope binds a name for `nonlocal`: an enclosing function, classes skipped.
     fn enclosing_function_binds(&self, name: &str) -> bool {
-        self.scopes
-            .iter()
-            .rev()
-            .skip(1)
-            .filter(|s| {
-                matches!(s.kind, ScopeKind::Function { .. } | ScopeKind::Lambda)
-            })
-            .any(|s| {
-                (s.bindings.contains(name) || s.params.contains(name) || s.nonlocals.contains_key(name))
-                    && !s.globals.contains_key(name)
-            })
+        for scope in self.scopes.iter().rev().skip(1) {
+            match scope.kind {
+                // A class gives the functions inside it an implicit `__class__` cell.
+                ScopeKind::Class if name == "__class__" => return true,
+                ScopeKind::Function { .. } | ScopeKind::Lambda => {
+                    let binds = scope.bindings.contains(name)
+                        || scope.params.contains(name)
+                        || scope.nonlocals.contains_key(name);
+                    if binds && !scope.globals.contains_key(name) {
+                        return true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        false
     }
 
     fn visit_comprehension_expr(

@@ -1,0 +1,144 @@
+# bluegreen python-startup check, shared by cold mode (run with `python -I -B -c`) and the
+# zygote (warm mode). It imports the staged file as a module, checks the entrypoint and
+# writes one JSON report to a private file descriptor, then leaves with os._exit so that
+# threads or atexit hooks started by the agent cannot keep the check alive.
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+import traceback
+
+_BG_MESSAGE_LIMIT = 2000
+_BG_TRACEBACK_LIMIT = 4000
+
+
+def _bg_exception_report(exc, staged):
+    line = 0
+    column = 0
+    if isinstance(exc, SyntaxError) and exc.filename == staged:
+        line = exc.lineno or 0
+        column = exc.offset or 0
+    else:
+        # The innermost frame that lies in the staged file: for an error raised in a sibling
+        # module this is the line of the staged file that imported or called it.
+        for frame in traceback.extract_tb(exc.__traceback__):
+            if frame.filename == staged:
+                line = frame.lineno or 0
+                colno = getattr(frame, "colno", None)
+                column = colno + 1 if colno is not None else 0
+    try:
+        message = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except BaseException:
+        message = type(exc).__name__
+        details = ""
+    return {
+        "ok": False,
+        "kind": "exception",
+        "line": line,
+        "column": column,
+        "message": message[:_BG_MESSAGE_LIMIT],
+        "traceback": details[-_BG_TRACEBACK_LIMIT:],
+    }
+
+
+def _bg_assignment_line(staged, name):
+    import re
+
+    pattern = re.compile(r"^" + re.escape(name) + r"\s*(:[^=]*)?=")
+    try:
+        with open(staged, encoding="utf-8", errors="replace") as source:
+            for number, text in enumerate(source, 1):
+                if pattern.match(text):
+                    return number
+    except OSError:
+        pass
+    return 0
+
+
+def _bg_check_entrypoint(module, name, staged):
+    def fail(message, line=0):
+        return {"ok": False, "kind": "entrypoint", "line": line, "column": 0, "message": message}
+
+    try:
+        target = getattr(module, name)
+    except AttributeError:
+        return fail("entrypoint %r is not defined at module level" % name)
+    except BaseException as exc:
+        return _bg_exception_report(exc, staged)
+    if not callable(target):
+        return fail(
+            "entrypoint %r is not callable (it is %s)" % (name, type(target).__name__),
+            _bg_assignment_line(staged, name),
+        )
+    import inspect
+
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return {"ok": True}  # no introspectable signature (some builtins): cannot tell
+    try:
+        signature.bind(object())
+    except TypeError:
+        code = getattr(target, "__code__", None)
+        line = code.co_firstlineno if code is not None and code.co_filename == staged else 0
+        return fail(
+            "entrypoint %r must accept one positional argument, but its signature is %s%s"
+            % (name, name, signature),
+            line,
+        )
+    return {"ok": True}
+
+
+def _bg_run_check(staged, module_name, entrypoint):
+    """Imports `staged` as `module_name` the way production imports the agent."""
+    staged = os.path.abspath(staged)
+    sys.argv[:] = [staged]
+    sys.dont_write_bytecode = True  # never leave __pycache__ entries for staged files
+    try:
+        # The staged name is not a module name and does not end in .py, so the loader is
+        # chosen explicitly; tracebacks then point into the staged file.
+        loader = importlib.machinery.SourceFileLoader(module_name, staged)
+        spec = importlib.util.spec_from_file_location(module_name, staged, loader=loader)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        loader.exec_module(module)
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt fail the check too
+        return _bg_exception_report(exc, staged)
+    if entrypoint:
+        return _bg_check_entrypoint(module, entrypoint, staged)
+    return {"ok": True}
+
+
+def _bg_finish(report_fd, report):
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    data = json.dumps(report).encode("utf-8", "replace")
+    try:
+        while data:
+            data = data[os.write(report_fd, data):]
+    finally:
+        os._exit(0)
+
+
+def _bg_take_report_fd():
+    # Keep the report channel out of the agent's way: fd 3 is freed for its own files and
+    # the duplicate is not inherited by processes it starts.
+    report_fd = os.dup(3)
+    os.close(3)
+    return report_fd
+
+
+def _bg_cold_main():
+    report_fd = _bg_take_report_fd()
+    staged, module_name, entrypoint = sys.argv[1:4]
+    sys.path[:0] = sys.argv[4:]
+    try:
+        report = _bg_run_check(staged, module_name, entrypoint)
+    except BaseException as exc:
+        report = _bg_exception_report(exc, "")
+    _bg_finish(report_fd, report)
