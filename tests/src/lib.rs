@@ -99,26 +99,6 @@ pub fn workspace_root() -> std::path::PathBuf {
         .unwrap_or_default()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_run_specific_text() {
-        let text = "/tmp/x/a.py dep_0190f0a1b2c3d4e5f60718293a4b5c6d at 2026-11-26T10:00:00.123Z took 12ms \
-                    green_20261126T100000.123Z e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        assert_eq!(
-            redact(text, Some(Path::new("/tmp/x"))),
-            "[ROOT]/a.py [DEPLOYMENT_ID] at [TIMESTAMP] took [DURATION] green_[TS] [SHA256]"
-        );
-        let json = serde_json::json!({"elapsed_ms": 5, "id": "dep_0190f0a1b2c3d4e5f60718293a4b5c6d"});
-        assert_eq!(
-            redact_json(&json, None),
-            serde_json::json!({"elapsed_ms": "[ELAPSED]", "id": "[DEPLOYMENT_ID]"})
-        );
-    }
-}
-
 /// Every file under `dir` with its bytes (symlinks recorded by target), for "nothing
 /// changed" assertions.
 pub fn tree(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
@@ -193,7 +173,9 @@ pub fn assert_recovered(
     assert!(
         allowed.iter().any(|a| a.map(<[u8]>::to_vec) == bytes),
         "target holds neither GREEN nor BLUE: {:?}",
-        bytes.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
+        bytes
+            .as_ref()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
     );
     assert_eq!(
         staged_leftovers(&target),
@@ -204,7 +186,10 @@ pub fn assert_recovered(
         .load(&agent_id)
         .expect("registry readable")
         .unwrap_or_default();
-    assert!(!state.is_pending(), "still pending after recovery: {state:?}");
+    assert!(
+        !state.is_pending(),
+        "still pending after recovery: {state:?}"
+    );
     match (state.live(), &bytes) {
         (Some(live), Some(b)) => assert_eq!(live.sha256, sha256(b), "LIVE sha256 != target"),
         (Some(live), None) => panic!("LIVE {} but target missing", live.deployment_id),
@@ -233,4 +218,25 @@ pub fn assert_recovered(
     let lease = store.try_lock(&agent_id).expect("lock file usable");
     assert!(lease.is_some(), "lock still held after recovery");
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_run_specific_text() {
+        let text = "/tmp/x/a.py dep_0190f0a1b2c3d4e5f60718293a4b5c6d at 2026-11-26T10:00:00.123Z took 12ms \
+                    green_20261126T100000.123Z e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(
+            redact(text, Some(Path::new("/tmp/x"))),
+            "[ROOT]/a.py [DEPLOYMENT_ID] at [TIMESTAMP] took [DURATION] green_[TS] [SHA256]"
+        );
+        let json =
+            serde_json::json!({"elapsed_ms": 5, "id": "dep_0190f0a1b2c3d4e5f60718293a4b5c6d"});
+        assert_eq!(
+            redact_json(&json, None),
+            serde_json::json!({"elapsed_ms": "[ELAPSED]", "id": "[DEPLOYMENT_ID]"})
+        );
+    }
 }

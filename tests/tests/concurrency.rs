@@ -38,7 +38,7 @@ fn assert_chain(store: &dyn Store, root: &std::path::Path, agent: &str, expected
     assert_eq!(ids.len(), expected, "duplicate deployment ids");
     assert!(deps[0].backup_path.is_none());
     for pair in deps.windows(2) {
-        assert_eq!(pair[1].status == Status::Live || pair[1].status == Status::Superseded, true);
+        assert!(matches!(pair[1].status, Status::Live | Status::Superseded));
         assert_eq!(pair[1].previous.as_ref(), Some(&pair[0].deployment_id));
         let snapshot = std::fs::read(root.join(pair[1].backup_path.as_ref().unwrap())).unwrap();
         assert_eq!(sha256(&snapshot), pair[0].sha256, "backup chain broken");
@@ -85,7 +85,16 @@ fn two_processes_deploying_one_agent() {
     let root = dir.path();
     let spawn = |tag: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_crashee"))
-            .args(["loop", root.to_str().unwrap(), "shared", TARGET, "25", tag, "--keep", "1000"])
+            .args([
+                "loop",
+                root.to_str().unwrap(),
+                "shared",
+                TARGET,
+                "25",
+                tag,
+                "--keep",
+                "1000",
+            ])
             .spawn()
             .unwrap()
     };
@@ -141,7 +150,10 @@ async fn different_agents_do_not_wait_for_each_other() {
     // "slow" holds its lock inside verification; "fast" must still go through.
     for i in 0..5 {
         let code = format!("b = {i}\n");
-        let report = service.deploy_hot_swap("fast", code.as_bytes(), "fast.py").await.unwrap();
+        let report = service
+            .deploy_hot_swap("fast", code.as_bytes(), "fast.py")
+            .await
+            .unwrap();
         assert!(report.succeeded());
     }
     // A second deployment of "slow" must wait: it times out while the first is held.
@@ -156,8 +168,15 @@ async fn different_agents_do_not_wait_for_each_other() {
         .deploy_hot_swap("slow", b"a = 2\n", "slow.py")
         .await
         .unwrap_err();
-    assert_eq!(blocked.kind(), bluegreen_core::ErrorKind::Conflict, "{blocked}");
+    assert_eq!(
+        blocked.kind(),
+        bluegreen_core::ErrorKind::Conflict,
+        "{blocked}"
+    );
     release.notify_one();
     assert!(slow.await.unwrap().unwrap().succeeded());
-    assert_eq!(std::fs::read(dir.path().join("slow.py")).unwrap(), b"a = 1\n");
+    assert_eq!(
+        std::fs::read(dir.path().join("slow.py")).unwrap(),
+        b"a = 1\n"
+    );
 }

@@ -10,9 +10,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bluegreen_core::{
-    BlueGreenService, Error, FaultPoint, Limits, MemoryStore, Status, Store,
-};
+use bluegreen_core::{BlueGreenService, Error, FaultPoint, Limits, MemoryStore, Status, Store};
 use bluegreen_store::FsStore;
 use bluegreen_tests::assert_recovered;
 
@@ -31,7 +29,9 @@ fn limits() -> Limits {
 }
 
 fn service(root: &Path, store: Arc<dyn Store>, crash: Option<FaultPoint>) -> BlueGreenService {
-    let mut builder = BlueGreenService::builder(root).store_arc(store).limits(limits());
+    let mut builder = BlueGreenService::builder(root)
+        .store_arc(store)
+        .limits(limits());
     if let Some(point) = crash {
         builder = builder.crash_at(point);
     }
@@ -55,7 +55,10 @@ async fn crash_in_process(point: FaultPoint, make_store: &dyn Fn(&Path) -> Arc<d
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let healthy = service(root, make_store(root), None);
-    healthy.deploy_hot_swap(AGENT, b"v0 = 0\n", TARGET).await.unwrap();
+    healthy
+        .deploy_hot_swap(AGENT, b"v0 = 0\n", TARGET)
+        .await
+        .unwrap();
     healthy.deploy_hot_swap(AGENT, V1, TARGET).await.unwrap();
     if point.is_rollback() {
         healthy.deploy_hot_swap(AGENT, V2, TARGET).await.unwrap();
@@ -66,9 +69,15 @@ async fn crash_in_process(point: FaultPoint, make_store: &dyn Fn(&Path) -> Arc<d
     let err = if point.is_rollback() {
         crashing.rollback(AGENT, None, None).await.unwrap_err()
     } else {
-        crashing.deploy_hot_swap(AGENT, V2, TARGET).await.unwrap_err()
+        crashing
+            .deploy_hot_swap(AGENT, V2, TARGET)
+            .await
+            .unwrap_err()
     };
-    assert!(matches!(err, Error::InjectedCrash(p) if p == point), "{point}: {err}");
+    assert!(
+        matches!(err, Error::InjectedCrash(p) if p == point),
+        "{point}: {err}"
+    );
     drop(crashing);
 
     let store = make_store(root);
@@ -117,8 +126,16 @@ async fn interrupted_deployment_is_recorded_aborted() {
     let svc = service(root, Arc::new(FsStore::open(root).unwrap()), None);
     assert_eq!(std::fs::read(root.join(TARGET)).unwrap(), V1);
     svc.deploy_hot_swap(AGENT, V3, TARGET).await.unwrap();
-    let statuses: Vec<Status> = svc.history(AGENT).unwrap().iter().map(|d| d.status).collect();
-    assert_eq!(statuses, [Status::Live, Status::Aborted, Status::Superseded]);
+    let statuses: Vec<Status> = svc
+        .history(AGENT)
+        .unwrap()
+        .iter()
+        .map(|d| d.status)
+        .collect();
+    assert_eq!(
+        statuses,
+        [Status::Live, Status::Aborted, Status::Superseded]
+    );
 }
 
 // ---- real processes, real SIGKILL ----------------------------------------------------
@@ -127,11 +144,23 @@ fn crashee() -> Command {
     Command::new(env!("CARGO_BIN_EXE_crashee"))
 }
 
-fn deploy_with_binary(root: &Path, code: &[u8], fault: Option<FaultPoint>) -> std::process::ExitStatus {
+fn deploy_with_binary(
+    root: &Path,
+    code: &[u8],
+    fault: Option<FaultPoint>,
+) -> std::process::ExitStatus {
     let code_file = root.join("code.in");
     std::fs::write(&code_file, code).unwrap();
     let mut cmd = crashee();
-    cmd.args(["deploy", root.to_str().unwrap(), AGENT, TARGET, code_file.to_str().unwrap(), "--keep", "1"]);
+    cmd.args([
+        "deploy",
+        root.to_str().unwrap(),
+        AGENT,
+        TARGET,
+        code_file.to_str().unwrap(),
+        "--keep",
+        "1",
+    ]);
     if let Some(point) = fault {
         cmd.env("BLUEGREEN_FAULT", point.as_str());
     }
@@ -169,7 +198,11 @@ fn sigkill_at_every_fault_point() {
         } else {
             deploy_with_binary(root, V2, Some(point))
         };
-        assert_eq!(status.signal(), Some(9), "{point}: not SIGKILLed: {status:?}");
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "{point}: not SIGKILLed: {status:?}"
+        );
         let bytes = recover_and_check(root, &[Some(V1), Some(V2)]);
         assert_eq!(bytes.as_deref(), Some(expected_after(point)), "{point}");
         // The next process deploys at once.
@@ -220,7 +253,10 @@ fn torn_registry_line_is_tolerated() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     assert!(deploy_with_binary(root, V1, None).success());
-    let log = root.join(".bluegreen/agents").join(AGENT).join("events.jsonl");
+    let log = root
+        .join(".bluegreen/agents")
+        .join(AGENT)
+        .join("events.jsonl");
     let mut bytes = std::fs::read(&log).unwrap();
     let whole = bytes.len();
     bytes.extend_from_slice(br#"{"e":{"event":"begin","deployment_id":"dep_01"#);

@@ -37,7 +37,10 @@ async fn fixture() -> Fixture {
         })
         .build()
         .unwrap();
-    service.deploy_hot_swap("bound", V1, "agents/bound.py").await.unwrap();
+    service
+        .deploy_hot_swap("bound", V1, "agents/bound.py")
+        .await
+        .unwrap();
     Fixture {
         _dir: dir,
         _outside: outside,
@@ -49,17 +52,40 @@ async fn fixture() -> Fixture {
 
 async fn assert_refused(f: &Fixture, agent: &str, code: &[u8], path: &str, kind: ErrorKind) {
     let before = (tree(&f.root), tree(&f.outside));
-    let err = f.service.deploy_hot_swap(agent, code, path).await.unwrap_err();
+    let err = f
+        .service
+        .deploy_hot_swap(agent, code, path)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), kind, "{agent:?} {path:?}: {err}");
     let message = err.to_string();
-    assert!(!message.is_empty() && !message.contains('\n'), "{message:?}");
-    assert_eq!((tree(&f.root), tree(&f.outside)), before, "{agent:?} {path:?} changed bytes");
+    assert!(
+        !message.is_empty() && !message.contains('\n'),
+        "{message:?}"
+    );
+    assert_eq!(
+        (tree(&f.root), tree(&f.outside)),
+        before,
+        "{agent:?} {path:?} changed bytes"
+    );
 }
 
 #[tokio::test]
 async fn bad_agent_ids_are_refused() {
     let f = fixture().await;
-    for agent in ["", "_x", ".x", "-x", "a..b", "a/b", "../x", "a b", "a\0b", "ü", &"a".repeat(129)] {
+    for agent in [
+        "",
+        "_x",
+        ".x",
+        "-x",
+        "a..b",
+        "a/b",
+        "../x",
+        "a b",
+        "a\0b",
+        "ü",
+        &"a".repeat(129),
+    ] {
         assert_refused(&f, agent, V1, "ok.py", ErrorKind::BadInput).await;
     }
 }
@@ -97,9 +123,20 @@ async fn bad_paths_are_refused() {
 #[tokio::test]
 async fn oversized_code_is_refused() {
     let f = fixture().await;
-    assert_refused(&f, "bound", &vec![b'#'; 1025], "agents/bound.py", ErrorKind::BadInput).await;
+    assert_refused(
+        &f,
+        "bound",
+        &vec![b'#'; 1025],
+        "agents/bound.py",
+        ErrorKind::BadInput,
+    )
+    .await;
     // Exactly at the limit is fine.
-    let ok = f.service.deploy_hot_swap("bound", &vec![b'#'; 1024], "agents/bound.py").await.unwrap();
+    let ok = f
+        .service
+        .deploy_hot_swap("bound", &vec![b'#'; 1024], "agents/bound.py")
+        .await
+        .unwrap();
     assert!(ok.succeeded());
 }
 
@@ -108,7 +145,11 @@ async fn agent_bound_to_another_path_conflicts() {
     let f = fixture().await;
     assert_refused(&f, "bound", V1, "agents/other.py", ErrorKind::Conflict).await;
     // The same file spelled differently is the same binding.
-    let ok = f.service.deploy_hot_swap("bound", b"x = 2\n", "./agents/../agents/bound.py").await.unwrap();
+    let ok = f
+        .service
+        .deploy_hot_swap("bound", b"x = 2\n", "./agents/../agents/bound.py")
+        .await
+        .unwrap();
     assert!(ok.succeeded());
 }
 
@@ -123,7 +164,12 @@ async fn rollback_refusals_change_nothing() {
     for (agent, to, path, kind) in [
         ("nobody", None, None, ErrorKind::BadInput),
         ("bound", Some("dep_nothex"), None, ErrorKind::BadInput),
-        ("bound", Some("dep_0190f0a1b2c3d4e5f60718293a4b5c6d"), None, ErrorKind::BadInput),
+        (
+            "bound",
+            Some("dep_0190f0a1b2c3d4e5f60718293a4b5c6d"),
+            None,
+            ErrorKind::BadInput,
+        ),
         ("bound", None, Some("agents/other.py"), ErrorKind::Conflict),
         ("bound", None, Some("../x.py"), ErrorKind::BadInput),
     ] {
@@ -151,9 +197,16 @@ async fn symlinked_agent_backup_dir_is_refused_without_writing_outside() {
     // Planted after the store was opened: the write itself must check.
     let planted = f.root.join("backups/agents/victim");
     std::os::unix::fs::symlink(&f.outside, &planted).unwrap();
-    f.service.deploy_hot_swap("victim", V1, "victim.py").await.unwrap(); // nothing to back up yet
+    f.service
+        .deploy_hot_swap("victim", V1, "victim.py")
+        .await
+        .unwrap(); // nothing to back up yet
     let outside_before = tree(&f.outside);
-    let err = f.service.deploy_hot_swap("victim", b"x = 2\n", "victim.py").await.unwrap_err();
+    let err = f
+        .service
+        .deploy_hot_swap("victim", b"x = 2\n", "victim.py")
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::BadInput, "{err}");
     assert_eq!(tree(&f.outside), outside_before);
     assert_eq!(std::fs::read(f.root.join("victim.py")).unwrap(), V1);
@@ -163,7 +216,11 @@ async fn symlinked_agent_backup_dir_is_refused_without_writing_outside() {
 #[tokio::test]
 async fn missing_parent_directories_are_created_inside_the_root() {
     let f = fixture().await;
-    let report = f.service.deploy_hot_swap("deep", V1, "a/b/c/d.py").await.unwrap();
+    let report = f
+        .service
+        .deploy_hot_swap("deep", V1, "a/b/c/d.py")
+        .await
+        .unwrap();
     assert!(report.succeeded());
     assert_eq!(report.file_path, "a/b/c/d.py");
     assert_eq!(std::fs::read(f.root.join("a/b/c/d.py")).unwrap(), V1);
@@ -171,6 +228,8 @@ async fn missing_parent_directories_are_created_inside_the_root() {
 
 #[test]
 fn root_must_exist() {
-    let err = BlueGreenService::builder(Path::new("/nonexistent/bluegreen-root")).build().unwrap_err();
+    let err = BlueGreenService::builder(Path::new("/nonexistent/bluegreen-root"))
+        .build()
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::BadInput);
 }

@@ -62,16 +62,32 @@ async fn first_and_second_deployment() {
     let second = svc.deploy_hot_swap("alpha", &v(2), T).await.unwrap();
     let backup = second.meta.backup_path.clone().unwrap();
     let name = backup.rsplit('/').next().unwrap();
-    assert!(backup.starts_with("backups/agents/alpha/green_"), "{backup}");
-    assert!(name.ends_with(&format!("_{}.py", second.deployment_id)), "{name}");
+    assert!(
+        backup.starts_with("backups/agents/alpha/green_"),
+        "{backup}"
+    );
+    assert!(
+        name.ends_with(&format!("_{}.py", second.deployment_id)),
+        "{name}"
+    );
     let stamp = &name["green_".len().."green_".len() + 20];
-    assert_eq!(stamp, second.meta.timestamp.format("%Y%m%dT%H%M%S%.3fZ").to_string());
+    assert_eq!(
+        stamp,
+        second
+            .meta
+            .timestamp
+            .format("%Y%m%dT%H%M%S%.3fZ")
+            .to_string()
+    );
     assert_eq!(std::fs::read(dir.path().join(&backup)).unwrap(), v(1));
     assert_eq!(std::fs::read(dir.path().join(T)).unwrap(), v(2));
 
     let history = svc.history("alpha").unwrap();
     assert_eq!(history.len(), 2);
-    assert_eq!(history[0].deployment_id, second.deployment_id, "newest first");
+    assert_eq!(
+        history[0].deployment_id, second.deployment_id,
+        "newest first"
+    );
     assert_eq!(history[0].status, Status::Live);
     assert_eq!(history[1].status, Status::Superseded);
     let status = svc.active_versions().unwrap();
@@ -85,15 +101,25 @@ async fn rejected_deployment_changes_nothing_but_the_record() {
     let (svc, _) = service(dir.path(), 20);
     svc.deploy_hot_swap("alpha", &v(1), T).await.unwrap();
     let target_before = std::fs::read(dir.path().join(T)).unwrap();
-    let report = svc.deploy_hot_swap("alpha", b"x = 1\nBAD\n", T).await.unwrap();
+    let report = svc
+        .deploy_hot_swap("alpha", b"x = 1\nBAD\n", T)
+        .await
+        .unwrap();
     assert_eq!(report.outcome, DeployOutcome::Rejected);
     assert_eq!(report.meta.status, Status::Failed);
     assert_eq!(report.verification[0].diagnostics[0].line, 2);
-    assert!(report.error.as_deref().unwrap().contains("BAD is not allowed"));
+    assert!(report
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("BAD is not allowed"));
     assert_eq!(std::fs::read(dir.path().join(T)).unwrap(), target_before);
     assert!(bluegreen_tests::staged_leftovers(&dir.path().join(T)).is_empty());
     assert_eq!(svc.history("alpha").unwrap()[0].status, Status::Failed);
-    assert_eq!(svc.active_versions().unwrap()["alpha"].sha256, sha256(&v(1)));
+    assert_eq!(
+        svc.active_versions().unwrap()["alpha"].sha256,
+        sha256(&v(1))
+    );
 }
 
 #[tokio::test]
@@ -102,7 +128,12 @@ async fn rollback_walks_back_and_to_a_named_version() {
     let (svc, store) = service(dir.path(), 20);
     let mut ids = Vec::new();
     for i in 1..=4 {
-        ids.push(svc.deploy_hot_swap("alpha", &v(i), T).await.unwrap().deployment_id);
+        ids.push(
+            svc.deploy_hot_swap("alpha", &v(i), T)
+                .await
+                .unwrap()
+                .deployment_id,
+        );
     }
     let r = svc.rollback("alpha", None, None).await.unwrap();
     assert_eq!(r.rolled_back.deployment_id, ids[3]);
@@ -111,27 +142,48 @@ async fn rollback_walks_back_and_to_a_named_version() {
     assert_eq!(std::fs::read(dir.path().join(T)).unwrap(), v(3));
     svc.rollback("alpha", Some(T), None).await.unwrap();
     assert_eq!(std::fs::read(dir.path().join(T)).unwrap(), v(2));
-    let statuses: Vec<_> = svc.history("alpha").unwrap().iter().map(|d| d.status).collect();
+    let statuses: Vec<_> = svc
+        .history("alpha")
+        .unwrap()
+        .iter()
+        .map(|d| d.status)
+        .collect();
     assert_eq!(
         statuses,
-        [Status::RolledBack, Status::RolledBack, Status::Live, Status::Superseded]
+        [
+            Status::RolledBack,
+            Status::RolledBack,
+            Status::Live,
+            Status::Superseded
+        ]
     );
     // --to the rolled-back v4 (it was live once, so its bytes are kept).
-    let r = svc.rollback("alpha", None, Some(ids[3].as_str())).await.unwrap();
+    let r = svc
+        .rollback("alpha", None, Some(ids[3].as_str()))
+        .await
+        .unwrap();
     assert_eq!(r.restored.unwrap().status, Status::Live);
     assert_eq!(std::fs::read(dir.path().join(T)).unwrap(), v(4));
     // --to the first version, then nothing is left to walk back to.
-    svc.rollback("alpha", None, Some(ids[0].as_str())).await.unwrap();
+    svc.rollback("alpha", None, Some(ids[0].as_str()))
+        .await
+        .unwrap();
     assert_eq!(std::fs::read(dir.path().join(T)).unwrap(), v(1));
     let before = tree(dir.path());
     let err = svc.rollback("alpha", None, None).await.unwrap_err();
     assert_eq!(err.kind(), bluegreen_core::ErrorKind::Conflict);
     assert_eq!(tree(dir.path()), before);
     // --to the version that is live: conflict; to a failed one: conflict.
-    let err = svc.rollback("alpha", None, Some(ids[0].as_str())).await.unwrap_err();
+    let err = svc
+        .rollback("alpha", None, Some(ids[0].as_str()))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), bluegreen_core::ErrorKind::Conflict);
     let failed = svc.deploy_hot_swap("alpha", b"BAD\n", T).await.unwrap();
-    let err = svc.rollback("alpha", None, Some(failed.deployment_id.as_str())).await.unwrap_err();
+    let err = svc
+        .rollback("alpha", None, Some(failed.deployment_id.as_str()))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), bluegreen_core::ErrorKind::Conflict);
     bluegreen_tests::assert_recovered(dir.path(), store.as_ref(), "alpha", T, &[Some(&v(1))]);
 }
@@ -166,7 +218,10 @@ async fn drift_is_backed_up_and_restored() {
     svc.rollback("alpha", None, None).await.unwrap();
     assert_eq!(std::fs::read(dir.path().join(T)).unwrap(), b"# hand edit\n");
     // The registry tells the truth about what is live now.
-    assert_eq!(svc.active_versions().unwrap()["alpha"].sha256, sha256(b"# hand edit\n"));
+    assert_eq!(
+        svc.active_versions().unwrap()["alpha"].sha256,
+        sha256(b"# hand edit\n")
+    );
 }
 
 #[tokio::test]
@@ -180,7 +235,10 @@ async fn pre_existing_file_is_backed_up_by_the_first_deployment() {
     assert_eq!(snapshot, b"# before bluegreen\n");
     let rb = svc.rollback("alpha", None, None).await.unwrap();
     assert!(rb.restored.is_none());
-    assert_eq!(std::fs::read(dir.path().join(T)).unwrap(), b"# before bluegreen\n");
+    assert_eq!(
+        std::fs::read(dir.path().join(T)).unwrap(),
+        b"# before bluegreen\n"
+    );
     assert!(svc.active_versions().unwrap().is_empty());
 }
 
@@ -212,15 +270,21 @@ async fn health_failure_restores_green() {
         .build()
         .unwrap();
     // A first deployment that fails health: there was no GREEN, so the target goes away.
-    let r = svc.deploy_hot_swap("alpha", b"UNHEALTHY = 0\n", T).await.unwrap();
+    let r = svc
+        .deploy_hot_swap("alpha", b"UNHEALTHY = 0\n", T)
+        .await
+        .unwrap();
     assert_eq!(r.outcome, DeployOutcome::RolledBack);
     assert!(!dir.path().join(T).exists());
     svc.deploy_hot_swap("alpha", &v(1), T).await.unwrap();
-    let r = svc.deploy_hot_swap("alpha", b"UNHEALTHY = 1\n", T).await.unwrap();
+    let r = svc
+        .deploy_hot_swap("alpha", b"UNHEALTHY = 1\n", T)
+        .await
+        .unwrap();
     assert_eq!(r.outcome, DeployOutcome::RolledBack);
     assert_eq!(r.meta.status, Status::RolledBack);
     assert!(r.error.as_deref().unwrap().contains("probe returned 503"));
-    assert_eq!(r.health[0].passed, false);
+    assert!(!r.health[0].passed);
     assert_eq!(std::fs::read(dir.path().join(T)).unwrap(), v(1));
     let live = svc.active_versions().unwrap();
     assert_eq!(live["alpha"].sha256, sha256(&v(1)));
@@ -237,9 +301,18 @@ async fn report_shapes() {
     let rollback = svc.rollback("alpha", None, None).await.unwrap();
     let history = svc.history("alpha").unwrap();
     let redact = |v: serde_json::Value| redact_json(&v, Some(dir.path()));
-    insta::assert_json_snapshot!("deploy_first", redact(serde_json::to_value(&first).unwrap()));
-    insta::assert_json_snapshot!("deploy_second", redact(serde_json::to_value(&second).unwrap()));
-    insta::assert_json_snapshot!("deploy_rejected", redact(serde_json::to_value(&rejected).unwrap()));
+    insta::assert_json_snapshot!(
+        "deploy_first",
+        redact(serde_json::to_value(&first).unwrap())
+    );
+    insta::assert_json_snapshot!(
+        "deploy_second",
+        redact(serde_json::to_value(&second).unwrap())
+    );
+    insta::assert_json_snapshot!(
+        "deploy_rejected",
+        redact(serde_json::to_value(&rejected).unwrap())
+    );
     insta::assert_json_snapshot!("rollback", redact(serde_json::to_value(&rollback).unwrap()));
     insta::assert_json_snapshot!("history", redact(serde_json::to_value(&history).unwrap()));
 }

@@ -23,7 +23,10 @@ async fn reader_never_sees_a_partial_file() {
         .store(FsStore::open(&root).unwrap())
         .build()
         .unwrap();
-    service.deploy_hot_swap("reader_test", &version(0), "agent.py").await.unwrap();
+    service
+        .deploy_hot_swap("reader_test", &version(0), "agent.py")
+        .await
+        .unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
@@ -60,6 +63,11 @@ async fn reader_never_sees_a_partial_file() {
     stop.store(true, Ordering::Relaxed);
     let (reads, bad) = reader.join().unwrap();
     assert!(reads > 200, "the reader barely ran ({reads} reads)");
-    assert!(bad.is_empty(), "{} bad reads of {reads}: {:?}", bad.len(), &bad[..bad.len().min(5)]);
+    assert!(
+        bad.is_empty(),
+        "{} bad reads of {reads}: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
     assert_eq!(std::fs::read(root.join("agent.py")).unwrap(), version(200));
 }

@@ -26,7 +26,11 @@ impl Verifier for HasEntrypoint {
             Verdict::pass()
         } else {
             let last = code.lines().count().max(1) as u32;
-            Verdict::fail(vec![Diagnostic::new(last, 1, "no module-level `def process_event(...)`")])
+            Verdict::fail(vec![Diagnostic::new(
+                last,
+                1,
+                "no module-level `def process_event(...)`",
+            )])
         }
     }
 }
@@ -41,26 +45,46 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = "services/agents/trading_agent_alpha.py";
 
     let v1 = service
-        .deploy_hot_swap("trading_agent_alpha", b"def process_event(event):\n    return 'v1'\n", path)
+        .deploy_hot_swap(
+            "trading_agent_alpha",
+            b"def process_event(event):\n    return 'v1'\n",
+            path,
+        )
         .await?;
     println!("deployed {} -> {:?}", v1.deployment_id, v1.outcome);
 
     let v2 = service
-        .deploy_hot_swap("trading_agent_alpha", b"def process_event(event):\n    return 'v2'\n", path)
+        .deploy_hot_swap(
+            "trading_agent_alpha",
+            b"def process_event(event):\n    return 'v2'\n",
+            path,
+        )
         .await?;
     println!("deployed {} -> {:?}", v2.deployment_id, v2.outcome);
 
     let broken = service
-        .deploy_hot_swap("trading_agent_alpha", b"def handle(event):\n    pass\n", path)
+        .deploy_hot_swap(
+            "trading_agent_alpha",
+            b"def handle(event):\n    pass\n",
+            path,
+        )
         .await?;
     assert_eq!(broken.outcome, DeployOutcome::Rejected);
-    println!("rejected {}: {}", broken.deployment_id, broken.error.as_deref().unwrap_or(""));
+    println!(
+        "rejected {}: {}",
+        broken.deployment_id,
+        broken.error.as_deref().unwrap_or("")
+    );
 
     let rollback = service.rollback("trading_agent_alpha", None, None).await?;
     println!(
         "rolled back {} -> live again: {}",
         rollback.rolled_back.deployment_id,
-        rollback.restored.as_ref().map(|r| r.deployment_id.as_str()).unwrap_or("-")
+        rollback
+            .restored
+            .as_ref()
+            .map(|r| r.deployment_id.as_str())
+            .unwrap_or("-")
     );
     let live = std::fs::read_to_string(root.join(path))?;
     assert!(live.contains("'v1'"));

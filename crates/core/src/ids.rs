@@ -125,7 +125,13 @@ mod tests {
 
     #[test]
     fn agent_id_rules() {
-        for ok in ["a", "trading_agent_alpha", "A1.b-c_d", "9lives", &"x".repeat(128)] {
+        for ok in [
+            "a",
+            "trading_agent_alpha",
+            "A1.b-c_d",
+            "9lives",
+            &"x".repeat(128),
+        ] {
             assert!(AgentId::new(ok).is_ok(), "{ok}");
         }
         for bad in [

@@ -155,9 +155,7 @@ pub fn resolve_target(root: &Path, raw: &str) -> Result<Target, Error> {
     }
     let target = Target { rel, abs: current };
     if target.file_name().len() > MAX_FILE_NAME {
-        return Err(bad(format!(
-            "file name longer than {MAX_FILE_NAME} bytes"
-        )));
+        return Err(bad(format!("file name longer than {MAX_FILE_NAME} bytes")));
     }
     Ok(target)
 }
@@ -166,9 +164,9 @@ pub fn resolve_target(root: &Path, raw: &str) -> Result<Target, Error> {
 /// leading outside the root. Stores call this before writing under their own directories,
 /// so a planted `backups -> /etc` symlink cannot redirect a write.
 pub fn check_inside_root(root: &Path, dir: &Path) -> Result<(), Error> {
-    let rel = dir.strip_prefix(root).map_err(|_| {
-        Error::BadInput(format!("{} is outside the root", dir.display()))
-    })?;
+    let rel = dir
+        .strip_prefix(root)
+        .map_err(|_| Error::BadInput(format!("{} is outside the root", dir.display())))?;
     let mut current = root.to_path_buf();
     for component in rel.components() {
         current.push(component);
@@ -249,7 +247,10 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), root.join("escape")).unwrap();
         std::os::unix::fs::symlink(outside.path().join("f.py"), root.join("leaf.py")).unwrap();
         std::os::unix::fs::symlink(root.join("nowhere"), root.join("dangling")).unwrap();
-        assert_eq!(resolve_target(&root, "inside/a.py").unwrap().rel, "real/a.py");
+        assert_eq!(
+            resolve_target(&root, "inside/a.py").unwrap().rel,
+            "real/a.py"
+        );
         assert!(resolve_target(&root, "escape/a.py").is_err());
         std::fs::write(outside.path().join("f.py"), b"x").unwrap();
         assert!(resolve_target(&root, "leaf.py").is_err());

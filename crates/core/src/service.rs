@@ -24,7 +24,9 @@ use crate::paths::{self, Target};
 use crate::report::{
     DeployOutcome, DeployReport, RecoveryAction, RecoveryReport, RollbackReport, StageTiming,
 };
-use crate::store::{AgentLease, AgentState, Begin, DeploymentRecord, Event, RollbackBegin, Status, Store};
+use crate::store::{
+    AgentLease, AgentState, Begin, DeploymentRecord, Event, RollbackBegin, Status, Store,
+};
 use crate::util::{create_dir_all_durable, fsync_dir, sha256_hex, write_new_synced};
 use crate::verify::{Chain, ChainReport, VerifyRequest};
 
@@ -277,7 +279,9 @@ impl BlueGreenService {
             backup_path,
             previous: state.live().map(|d| d.deployment_id.clone()),
         };
-        self.inner.store.append(&agent, &Event::Begin(begin.clone()))?;
+        self.inner
+            .store
+            .append(&agent, &Event::Begin(begin.clone()))?;
         self.fault(FaultPoint::AfterBegin)?;
 
         let chain = req.chain.unwrap_or_else(|| self.chain_for(&agent).clone());
@@ -321,8 +325,7 @@ impl BlueGreenService {
         let staged = root.join(&d.begin.staged_path);
         create_dir_all_durable(d.target.dir())
             .context(|| format!("creating the directory of {}", d.target.rel))?;
-        write_new_synced(&staged, d.code)
-            .context(|| format!("staging {}", d.begin.staged_path))?;
+        write_new_synced(&staged, d.code).context(|| format!("staging {}", d.begin.staged_path))?;
         stages.push(timing("stage", true, started));
         self.fault(FaultPoint::AfterStage)?;
 
@@ -351,7 +354,15 @@ impl BlueGreenService {
                 },
             )?;
             let meta = self.prune_and_get(d.agent, &d.begin.deployment_id)?;
-            return Ok(report(&d, DeployOutcome::Rejected, reason, meta, stages, verification, None));
+            return Ok(report(
+                &d,
+                DeployOutcome::Rejected,
+                reason,
+                meta,
+                stages,
+                verification,
+                None,
+            ));
         }
 
         // 4. Cutover: one atomic rename, then the directory fsync that makes it durable.
@@ -359,7 +370,8 @@ impl BlueGreenService {
         std::fs::rename(&staged, &d.target.abs)
             .context(|| format!("renaming the staged file over {}", d.target.rel))?;
         self.fault(FaultPoint::AfterRename)?;
-        fsync_dir(d.target.dir()).context(|| format!("syncing the directory of {}", d.target.rel))?;
+        fsync_dir(d.target.dir())
+            .context(|| format!("syncing the directory of {}", d.target.rel))?;
         store.append(
             d.agent,
             &Event::Finish {
@@ -409,7 +421,15 @@ impl BlueGreenService {
             health = Some(checked);
         }
         let meta = self.prune_and_get(d.agent, &d.begin.deployment_id)?;
-        Ok(report(&d, outcome, error, meta, stages, verification, health))
+        Ok(report(
+            &d,
+            outcome,
+            error,
+            meta,
+            stages,
+            verification,
+            health,
+        ))
     }
 
     /// Restores the version that was live before the current one (or `to`, a named earlier
@@ -482,9 +502,10 @@ impl BlueGreenService {
                 (Some(id.clone()), source)
             }
         };
-        let bytes = self.inner.store.read_backup(&source)?.ok_or_else(|| {
-            Error::Store(format!("snapshot {source} is recorded but missing"))
-        })?;
+        let bytes =
+            self.inner.store.read_backup(&source)?.ok_or_else(|| {
+                Error::Store(format!("snapshot {source} is recorded but missing"))
+            })?;
         let started = Instant::now();
         let sha = self.restore_locked(
             &agent,
@@ -554,7 +575,10 @@ impl BlueGreenService {
     // ---- internals -------------------------------------------------------------------
 
     fn chain_for(&self, agent: &AgentId) -> &Chain {
-        self.inner.agent_chains.get(agent).unwrap_or(&self.inner.chain)
+        self.inner
+            .agent_chains
+            .get(agent)
+            .unwrap_or(&self.inner.chain)
     }
 
     fn fault(&self, point: FaultPoint) -> Result<(), Error> {
@@ -575,7 +599,8 @@ impl BlueGreenService {
     /// Takes the agent's in-process mutex (FIFO among tasks) and then the store's lease
     /// (polled: the OS lock has no async wait), within `lock_timeout` in total.
     async fn lock(&self, agent: &AgentId) -> Result<AgentGuard, Error> {
-        self.lock_within(agent, self.inner.limits.lock_timeout).await
+        self.lock_within(agent, self.inner.limits.lock_timeout)
+            .await
     }
 
     async fn lock_within(&self, agent: &AgentId, timeout: Duration) -> Result<AgentGuard, Error> {
@@ -643,7 +668,10 @@ impl BlueGreenService {
                 && begin.green_sha256.as_deref() != Some(begin.sha256.as_str());
             let backup_path = match (&begin.backup_path, &begin.green_sha256) {
                 (Some(path), Some(sha)) => {
-                    if store.read_backup(path)?.is_some_and(|b| &sha256_hex(&b) == sha) {
+                    if store
+                        .read_backup(path)?
+                        .is_some_and(|b| &sha256_hex(&b) == sha)
+                    {
                         Some(path.clone())
                     } else {
                         // Torn or never written: GREEN is still recorded elsewhere or live.
@@ -653,7 +681,11 @@ impl BlueGreenService {
                 }
                 _ => None,
             };
-            let status = if went_live { Status::Live } else { Status::Aborted };
+            let status = if went_live {
+                Status::Live
+            } else {
+                Status::Aborted
+            };
             store.append(
                 agent,
                 &Event::Finish {
@@ -699,7 +731,12 @@ impl BlueGreenService {
                 )?;
                 actions.push(format!("completed the rollback of {}", rb.from));
             } else {
-                store.append(agent, &Event::RollbackAbandoned { from: rb.from.clone() })?;
+                store.append(
+                    agent,
+                    &Event::RollbackAbandoned {
+                        from: rb.from.clone(),
+                    },
+                )?;
                 actions.push(format!("abandoned the unfinished rollback of {}", rb.from));
             }
         }
@@ -841,9 +878,14 @@ impl BlueGreenService {
             .deployments
             .iter()
             .filter_map(|d| d.backup_path.as_deref().map(|p| (d.timestamp, p)))
-            .chain(state.rollback_snapshots.iter().map(|s| (s.timestamp, s.path.as_str())))
+            .chain(
+                state
+                    .rollback_snapshots
+                    .iter()
+                    .map(|s| (s.timestamp, s.path.as_str())),
+            )
             .collect();
-        others.sort_by(|a, b| b.0.cmp(&a.0));
+        others.sort_by_key(|o| std::cmp::Reverse(o.0));
         for (_, path) in &others {
             if kept.len() >= keep {
                 break;

@@ -275,7 +275,10 @@ impl AgentState {
 
     /// The LIVE deployment, if any.
     pub fn live(&self) -> Option<&DeploymentRecord> {
-        self.deployments.iter().rev().find(|d| d.status == Status::Live)
+        self.deployments
+            .iter()
+            .rev()
+            .find(|d| d.status == Status::Live)
     }
 
     pub fn get(&self, id: &DeploymentId) -> Option<&DeploymentRecord> {

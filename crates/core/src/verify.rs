@@ -196,10 +196,12 @@ impl Chain {
     /// The time a verifier starting now may take: its own timeout or what is left of the
     /// chain deadline, whichever is shorter, with the message to give when it runs out.
     fn limit_for(&self, deadline: Option<(Instant, Duration)>) -> Option<(Duration, String)> {
-        let own = self
-            .options
-            .verifier_timeout
-            .map(|t| (t, format!("timed out after {}", crate::util::human_duration(t))));
+        let own = self.options.verifier_timeout.map(|t| {
+            (
+                t,
+                format!("timed out after {}", crate::util::human_duration(t)),
+            )
+        });
         let chain = deadline.map(|(at, total)| {
             (
                 at.saturating_duration_since(Instant::now()),
@@ -278,7 +280,12 @@ async fn run_one(
         None => verifier.verify(req).await,
     };
     let elapsed = started.elapsed();
-    tracing::debug!(verifier = verifier.name(), passed = verdict.passed, ?elapsed, "verifier finished");
+    tracing::debug!(
+        verifier = verifier.name(),
+        passed = verdict.passed,
+        ?elapsed,
+        "verifier finished"
+    );
     VerifierOutcome {
         verifier: verifier.name().to_owned(),
         passed: verdict.passed,

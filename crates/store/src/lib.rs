@@ -115,7 +115,9 @@ impl FsStore {
     /// Resolves a snapshot path from the registry, refusing anything outside `backups/`.
     fn backup_abs(&self, rel: &str) -> Result<PathBuf, Error> {
         let ok = rel.starts_with("backups/agents/")
-            && !rel.split('/').any(|c| c == ".." || c == "." || c.is_empty());
+            && !rel
+                .split('/')
+                .any(|c| c == ".." || c == "." || c.is_empty());
         if !ok {
             return Err(Error::Store(format!("refusing snapshot path {rel:?}")));
         }
@@ -136,9 +138,8 @@ impl FsStore {
         };
         let mut state = AgentState::default();
         for (n, line) in complete_lines(&bytes).enumerate() {
-            let line: Line = serde_json::from_slice(line).map_err(|e| {
-                Error::Store(format!("{} line {}: {e}", path.display(), n + 1))
-            })?;
+            let line: Line = serde_json::from_slice(line)
+                .map_err(|e| Error::Store(format!("{} line {}: {e}", path.display(), n + 1)))?;
             state.apply(&line.event);
         }
         Ok(Some((bytes.len() as u64, state)))
@@ -152,7 +153,10 @@ impl FsStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
         };
-        let len = file.metadata().context(|| format!("stat {}", path.display()))?.len();
+        let len = file
+            .metadata()
+            .context(|| format!("stat {}", path.display()))?
+            .len();
         let mut window = TAIL_WINDOW.min(len);
         loop {
             let mut buf = vec![0; window as usize];
@@ -221,7 +225,12 @@ impl Store for FsStore {
         let entries = match std::fs::read_dir(&self.agents_dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(format!("listing {}", self.agents_dir.display()), e)),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("listing {}", self.agents_dir.display()),
+                    e,
+                ))
+            }
         };
         let mut agents = Vec::new();
         for entry in entries {
@@ -286,7 +295,10 @@ impl Store for FsStore {
             .create(true)
             .open(&path)
             .context(|| format!("opening {}", path.display()))?;
-        let mut len = file.metadata().context(|| format!("stat {}", path.display()))?.len();
+        let mut len = file
+            .metadata()
+            .context(|| format!("stat {}", path.display()))?
+            .len();
         if len > 0 {
             // Cut off a torn last line left by a crash mid-append.
             let mut last = [0u8; 1];
@@ -294,10 +306,12 @@ impl Store for FsStore {
                 .and_then(|_| file.read_exact(&mut last))
                 .context(|| format!("reading {}", path.display()))?;
             if last[0] != b'\n' {
-                let bytes = std::fs::read(&path).context(|| format!("reading {}", path.display()))?;
+                let bytes =
+                    std::fs::read(&path).context(|| format!("reading {}", path.display()))?;
                 let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) as u64;
                 tracing::warn!(path = %path.display(), dropped = len - keep, "cutting a torn last line");
-                file.set_len(keep).context(|| format!("truncating {}", path.display()))?;
+                file.set_len(keep)
+                    .context(|| format!("truncating {}", path.display()))?;
                 len = keep;
             }
         }

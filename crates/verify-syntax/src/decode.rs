@@ -3,8 +3,8 @@
 //! - A UTF-8 BOM selects UTF-8; a coding cookie that does not normalize to `utf-8` next to a
 //!   BOM is an error ("encoding problem: X with BOM").
 //! - The cookie is searched in line 1, and in line 2 only when line 1 holds nothing but a
-//!   comment or whitespace. As in CPython's string tokenizer, a line only counts when it ends
-//!   with `\n` (a one-line file without a newline has no cookie).
+//!   comment or whitespace, after CPython's newline translation (`\r\n`, `\r` -> `\n`, final
+//!   `\n` added).
 //! - An unknown encoding is an error; so is a byte sequence the encoding cannot decode.
 //! - Without a cookie the source must be valid UTF-8. CPython 3.11 tolerates invalid UTF-8
 //!   inside comments when compiling bytes; we do not (deliberately stricter, see the crate docs).
@@ -99,8 +99,39 @@ struct Cookie {
     line: u32,
 }
 
+/// The first two lines as CPython's tokenizer sees them: `\r\n` and `\r` become `\n`, and
+/// exec input gets a final `\n` (`translate_newlines`).
+fn first_two_lines(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len().min(256));
+    let mut newlines = 0;
+    let mut i = 0;
+    while i < body.len() && newlines < 2 {
+        match body[i] {
+            b'\r' => {
+                out.push(b'\n');
+                newlines += 1;
+                if body.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+            }
+            b'\n' => {
+                out.push(b'\n');
+                newlines += 1;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    if i >= body.len() && out.last() != Some(&b'\n') {
+        out.push(b'\n');
+    }
+    out
+}
+
 /// CPython's `check_coding_spec` over lines 1 and 2.
 fn find_cookie(body: &[u8]) -> Option<Cookie> {
+    let head = first_two_lines(body);
+    let body = head.as_slice();
     let first_end = body.iter().position(|&b| b == b'\n')?;
     let first = &body[..first_end];
     match coding_spec(first) {
@@ -281,8 +312,9 @@ mod tests {
             decode(b"# coding: foobar\n").unwrap_err(),
             "1:1 unknown encoding: foobar"
         );
-        // A cookie on a single line without a newline is ignored by CPython.
-        assert!(decode(b"# coding: foobar").is_ok());
+        // CPython appends the final newline before it looks for the cookie.
+        assert!(decode(b"# coding: foobar").is_err());
+        assert!(decode(b"#!python\r# coding: foobar\r").is_err());
         // Line 2 counts only after a comment-only line 1.
         assert!(decode(b"x=1\n# coding: foobar\n").is_ok());
         assert!(decode(b"#!/usr/bin/env python\n# coding: foobar\n").is_err());

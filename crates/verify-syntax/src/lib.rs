@@ -216,7 +216,7 @@ pub fn check_source(source: &[u8], options: &SyntaxOptions) -> Vec<Diagnostic> {
     place(text, raw)
 }
 
-/// Turns byte offsets into 1-based line and character column; deduplicates and caps.
+/// Turns byte offsets into 1-based line and character column; one per line, capped.
 fn place(text: &str, mut raw: Vec<RawDiagnostic>) -> Vec<Diagnostic> {
     raw.sort_by_key(|d| d.offset);
     let line_starts = line_starts(text);
@@ -231,7 +231,8 @@ fn place(text: &str, mut raw: Vec<RawDiagnostic>) -> Vec<Diagnostic> {
             let column = text[line_start..offset].chars().count() + 1;
             Diagnostic::new(to_u32(line_index + 1), to_u32(column), d.message)
         };
-        if !out.contains(&diagnostic) {
+        // One finding per line: later ones on the same line are mostly the parser recovering.
+        if out.last().is_none_or(|last| last.line != diagnostic.line || diagnostic.line == 0) {
             out.push(diagnostic);
         }
         if out.len() >= MAX_DIAGNOSTICS {

@@ -13,7 +13,7 @@ use ruff_python_parser::semantic_errors::{
     SemanticSyntaxContext, SemanticSyntaxError, SemanticSyntaxErrorKind, WriteToDebugKind,
     YieldOutsideFunctionKind,
 };
-use ruff_python_parser::{Mode, ParseOptions, Parsed};
+use ruff_python_parser::{LexicalErrorType, Mode, ParseError, ParseErrorType, ParseOptions, Parsed};
 use ruff_text_size::{Ranged, TextRange, TextSize};
 
 use crate::entrypoint::{EntrypointSpec, Signature};
@@ -41,11 +41,18 @@ pub(crate) fn check(
 ) -> Vec<RawDiagnostic> {
     let options = ParseOptions::from(Mode::Module).with_target_version(python_version);
     let parsed = ruff_python_parser::parse_unchecked(source, options);
-    let mut diagnostics: Vec<RawDiagnostic> = parsed
-        .errors()
-        .iter()
-        .map(|error| RawDiagnostic::new(error.location.start(), error.error.to_string()))
-        .collect();
+    let mut diagnostics: Vec<RawDiagnostic> = Vec::new();
+    // CPython's tokenizer raises TabError before the parser sees the line; what ruff reports
+    // from that point on are consequences.
+    check_tab_consistency(source, &parsed, &mut diagnostics);
+    let tab_error_at = diagnostics.first().map(|d| d.offset);
+    diagnostics.extend(
+        parsed
+            .errors()
+            .iter()
+            .filter(|error| tab_error_at.is_none_or(|at| error.location.start().to_usize() < at))
+            .map(|error| RawDiagnostic::new(error.location.start(), parse_message(error, source))),
+    );
     diagnostics.extend(
         parsed
             .unsupported_syntax_errors()
@@ -53,9 +60,6 @@ pub(crate) fn check(
             .map(|error| RawDiagnostic::new(error.range.start(), error.to_string())),
     );
     check_token_limits(&parsed, &mut diagnostics);
-    if diagnostics.is_empty() {
-        check_tab_consistency(source, &parsed, &mut diagnostics);
-    }
     let Some(module) = parsed.try_into_module() else {
         return diagnostics;
     };
@@ -72,6 +76,47 @@ pub(crate) fn check(
     }
     diagnostics.sort_by_key(|d| d.offset);
     diagnostics
+}
+
+/// CPython's wording where ruff's differs and the difference helps the reader.
+fn parse_message(error: &ParseError, source: &str) -> String {
+    let start = error.location.start().to_usize();
+    let text = source.get(start..error.location.end().to_usize()).unwrap_or_default();
+    match &error.error {
+        ParseErrorType::Lexical(LexicalErrorType::UnrecognizedToken { tok }) => {
+            invalid_character_message(*tok)
+        }
+        ParseErrorType::Lexical(LexicalErrorType::UnclosedStringError) => {
+            let line = source[..start.min(source.len())].matches('\n').count() + 1;
+            let triple = ["'''", "\"\"\""]
+                .iter()
+                .any(|q| text.trim_start_matches(|c: char| c.is_ascii_alphabetic()).starts_with(q));
+            let kind = if triple { "triple-quoted string literal" } else { "string literal" };
+            format!("unterminated {kind} (detected at line {line})")
+        }
+        ParseErrorType::Lexical(LexicalErrorType::OtherError(message))
+            if message.starts_with("Invalid decimal integer literal")
+                && text.starts_with('0') =>
+        {
+            "leading zeros in decimal integer literals are not permitted; use an 0o prefix for octal integers".to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// CPython: "invalid character '€' (U+20AC)", or "invalid non-printable character U+00A0".
+fn invalid_character_message(c: char) -> String {
+    let code = u32::from(c);
+    let non_printable = c.is_control()
+        || c.is_whitespace()
+        || matches!(code, 0xAD | 0x200B..=0x200F | 0x2028..=0x202F | 0x2060..=0x206F | 0xFEFF);
+    if c.is_ascii() && !c.is_control() {
+        "invalid syntax".to_owned()
+    } else if non_printable {
+        format!("invalid non-printable character U+{code:04X}")
+    } else {
+        format!("invalid character '{c}' (U+{code:04X})")
+    }
 }
 
 /// Bracket nesting and indentation depth limits of CPython's tokenizer.
@@ -573,6 +618,9 @@ impl<'a> SemanticVisitor<'a> {
         let Some(scope) = self.scopes.last() else {
             return;
         };
+        if !matches!(scope.kind, ScopeKind::Function { .. }) {
+            return;
+        }
         if let Some(declared) = scope.nonlocals.get(name.id.as_str()) {
             if name.range.start() < declared.start() {
                 let verb = if name.ctx.is_load() { "used" } else { "assigned to" };

@@ -79,7 +79,10 @@ async fn run(args: &[String]) -> Result<i32, String> {
         }
         Some("loop") => {
             let file_path = args.get(3).ok_or("missing file_path")?;
-            let count: usize = args.get(4).and_then(|c| c.parse().ok()).ok_or("bad count")?;
+            let count: usize = args
+                .get(4)
+                .and_then(|c| c.parse().ok())
+                .ok_or("bad count")?;
             let tag = args.get(5).ok_or("missing tag")?;
             for i in 0..count {
                 let code = format!("VERSION = '{tag}-{i}'\n");

@@ -1,0 +1,207 @@
+# bluegreen zygote: a pre-started interpreter that forks one fresh child per startup check.
+# Protocol (one JSON object per line): requests on fd 3, responses on fd 4.
+#   -> {"id": N, "staged": ..., "module": ..., "entrypoint": ...|null, "root": ...,
+#       "path": [...], "limits": [[resource, value], ...], "output_cap": N}
+#   -> {"cancel": N}
+#   <- {"ready": true, "pid": P}                      once, at start
+#   <- {"id": N, "pid": P}                            right after the fork
+#   <- {"id": N, "exit": E, "report": "...", "stdout": "...", "stderr": "...",
+#       "stdout_total": N, "stderr_total": N}         when the child and its group are gone
+# E is os.waitstatus_to_exitcode (negative = killed by that signal). End of input on fd 3
+# means shut down: every running check group is killed first.
+import resource
+import selectors
+import signal
+
+import inspect  # noqa: F401  (pre-imported: entrypoint checks use it)
+import re  # noqa: F401
+
+_BG_CTL_IN = 3
+_BG_CTL_OUT = 4
+_BG_REPORT_CAP = 65536
+
+
+def _bg_send(message):
+    data = (json.dumps(message) + "\n").encode("utf-8", "replace")
+    while data:
+        data = data[os.write(_BG_CTL_OUT, data):]
+
+
+def _bg_child(request, out_w, err_w, rep_w, base_path):
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    os.setsid()  # own session and process group: the whole group is killed afterwards
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    os.dup2(rep_w, 3)
+    os.closerange(4, 1 << 16)
+    for name, value in request["limits"]:
+        kind = getattr(resource, name)
+        _soft, hard = resource.getrlimit(kind)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        soft = value
+        if name == "RLIMIT_CPU" and hard == resource.RLIM_INFINITY:
+            hard = value + 1  # SIGXCPU at the soft limit, SIGKILL one second later
+        else:
+            hard = value
+        resource.setrlimit(kind, (soft, hard))
+    os.chdir(request["root"])
+    sys.path[:] = list(request["path"]) + base_path
+    importlib.invalidate_caches()
+    report_fd = _bg_take_report_fd()
+    try:
+        report = _bg_run_check(request["staged"], request["module"], request["entrypoint"] or "")
+    except BaseException as exc:
+        report = _bg_exception_report(exc, "")
+    _bg_finish(report_fd, report)
+
+
+def _bg_zygote_main():
+    base_path = list(sys.path)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+    selector = selectors.DefaultSelector()
+    selector.register(_BG_CTL_IN, selectors.EVENT_READ, "ctl")
+    selector.register(wake_r, selectors.EVENT_READ, "wake")
+    checks = {}
+    by_pid = {}
+    pending = bytearray()
+
+    def finish_if_done(check):
+        if check["status"] is None or check["fds"]:
+            return
+        checks.pop(check["id"], None)
+        if check["cancelled"]:
+            return
+        _bg_send(
+            {
+                "id": check["id"],
+                "exit": os.waitstatus_to_exitcode(check["status"]),
+                "report": bytes(check["bufs"]["report"]).decode("utf-8", "replace"),
+                "stdout": bytes(check["bufs"]["stdout"]).decode("utf-8", "replace"),
+                "stderr": bytes(check["bufs"]["stderr"]).decode("utf-8", "replace"),
+                "stdout_total": check["totals"]["stdout"],
+                "stderr_total": check["totals"]["stderr"],
+            }
+        )
+
+    def reap():
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            check = by_pid.pop(pid, None)
+            if check is not None:
+                check["status"] = status
+                try:
+                    os.killpg(pid, signal.SIGKILL)  # grandchildren left in its group
+                except OSError:
+                    pass
+                finish_if_done(check)
+
+    def start(request):
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _bg_child(request, out_w, err_w, rep_w, base_path)
+            finally:
+                os._exit(70)
+        for fd in (out_w, err_w, rep_w):
+            os.close(fd)
+        check = {
+            "id": request["id"],
+            "pid": pid,
+            "cap": int(request.get("output_cap", 65536)),
+            "fds": {out_r: "stdout", err_r: "stderr", rep_r: "report"},
+            "bufs": {"stdout": bytearray(), "stderr": bytearray(), "report": bytearray()},
+            "totals": {"stdout": 0, "stderr": 0, "report": 0},
+            "status": None,
+            "cancelled": False,
+        }
+        for fd in check["fds"]:
+            os.set_blocking(fd, False)
+            selector.register(fd, selectors.EVENT_READ, check)
+        checks[request["id"]] = check
+        by_pid[pid] = check
+        _bg_send({"id": request["id"], "pid": pid})
+
+    def shutdown():
+        for check in list(checks.values()):
+            try:
+                os.killpg(check["pid"], signal.SIGKILL)
+            except OSError:
+                pass
+        while True:
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+        os._exit(0)
+
+    def handle(message):
+        if "cancel" in message:
+            check = checks.get(message["cancel"])
+            if check is not None:
+                check["cancelled"] = True
+                try:
+                    os.killpg(check["pid"], signal.SIGKILL)
+                except OSError:
+                    pass
+        else:
+            start(message)
+
+    _bg_send({"ready": True, "pid": os.getpid()})
+    while True:
+        for key, _events in selector.select():
+            if key.data == "ctl":
+                data = os.read(_BG_CTL_IN, 65536)
+                if not data:
+                    shutdown()
+                pending.extend(data)
+                while b"\n" in pending:
+                    line, _, rest = bytes(pending).partition(b"\n")
+                    pending[:] = rest
+                    if line.strip():
+                        handle(json.loads(line))
+            elif key.data == "wake":
+                try:
+                    while os.read(wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+                reap()
+            else:
+                check = key.data
+                stream = check["fds"].get(key.fd)
+                try:
+                    data = os.read(key.fd, 65536)
+                except BlockingIOError:
+                    continue
+                if data:
+                    cap = _BG_REPORT_CAP if stream == "report" else check["cap"]
+                    buf = check["bufs"][stream]
+                    buf.extend(data)
+                    if len(buf) > cap:
+                        del buf[: len(buf) - cap]  # keep the tail: tracebacks end there
+                    check["totals"][stream] += len(data)
+                else:
+                    selector.unregister(key.fd)
+                    os.close(key.fd)
+                    del check["fds"][key.fd]
+                    finish_if_done(check)
+        reap()
+
+
+_bg_zygote_main()

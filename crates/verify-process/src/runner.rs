@@ -1,0 +1,540 @@
+//! The subprocess runner every verifier of this crate sits on.
+//!
+//! Each check runs under a tiny **supervisor** forked from bluegreen (inside `pre_exec`, so
+//! it costs one `fork`, no extra program):
+//!
+//! ```text
+//! bluegreen ──control pipe──▶ supervisor S (own session, child subreaper)
+//!                                 └── check C (own process group, limits, exec's the program)
+//!                                       └── grandchildren … (same group, reparented to S)
+//! ```
+//!
+//! - C gets its own process group, the resource limits and stdin = `/dev/null`; stdout and
+//!   stderr are pipes to bluegreen, read concurrently and capped.
+//! - S is a child subreaper, so anything C leaves behind is re-parented to S, never to
+//!   `init` (which, in many containers, never reaps): there are no zombies to leak.
+//! - When C exits, S kills C's whole group with `SIGKILL`, reaps every descendant and exits
+//!   with C's status (re-raising C's fatal signal), so bluegreen sees C's status.
+//! - When bluegreen closes the control pipe (timeout, fail-fast cancellation, the future
+//!   being dropped — or bluegreen itself dying), S kills C's group the same way.
+//!
+//! A process that deliberately leaves the group (`setsid`) escapes the kill: this bounds
+//! accidents, it is not a sandbox.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+
+use crate::limits::Limits;
+
+/// Most extra descriptors a check can be given (the zygote needs two).
+const MAX_EXTRA_FDS: usize = 4;
+const MAX_RLIMITS: usize = 8;
+
+/// What to run.
+pub(crate) struct ProcessSpec<'a> {
+    pub program: &'a OsStr,
+    pub args: Vec<OsString>,
+    pub cwd: &'a Path,
+    pub env: Vec<(OsString, OsString)>,
+    /// `None`: no limits (the zygote, which applies them per child).
+    pub limits: Option<Limits>,
+    /// Descriptors handed to the check as the given fd numbers (3, 4, …).
+    pub extra_fds: Vec<(OwnedFd, RawFd)>,
+}
+
+/// Everything `pre_exec` needs, in plain data: nothing may allocate after `fork`.
+#[derive(Clone, Copy)]
+struct PreExec {
+    rlimits: [(libc::c_int, u64); MAX_RLIMITS],
+    rlimit_count: usize,
+    extra: [(RawFd, RawFd); MAX_EXTRA_FDS],
+    extra_count: usize,
+}
+
+/// A `std` command that runs `spec` under a supervisor (see the module docs). Its stdin is
+/// the control pipe: keep `ChildStdin` while the check may run, drop it to kill the check.
+/// Callers set stdout and stderr.
+pub(crate) fn supervised_command(spec: &ProcessSpec<'_>) -> io::Result<std::process::Command> {
+    if spec.extra_fds.len() > MAX_EXTRA_FDS {
+        return Err(io::Error::other("too many descriptors for a check"));
+    }
+    let mut plan = PreExec {
+        rlimits: [(0, 0); MAX_RLIMITS],
+        rlimit_count: 0,
+        extra: [(-1, -1); MAX_EXTRA_FDS],
+        extra_count: spec.extra_fds.len(),
+    };
+    if let Some(limits) = &spec.limits {
+        for (i, (_, id, value)) in limits.rlimits().into_iter().enumerate().take(MAX_RLIMITS) {
+            plan.rlimits[i] = (id, value);
+            plan.rlimit_count = i + 1;
+        }
+    }
+    for (i, (fd, target)) in spec.extra_fds.iter().enumerate() {
+        plan.extra[i] = (fd.as_raw_fd(), *target);
+    }
+    let mut command = std::process::Command::new(spec.program);
+    command
+        .args(&spec.args)
+        .current_dir(spec.cwd)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped());
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+    // system calls on plain data copied in above.
+    unsafe {
+        command.pre_exec(move || supervise_and_fork(&plan));
+    }
+    Ok(command)
+}
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Runs in the forked child. Becomes the supervisor S and forks the check C; only C returns
+/// (to exec the program).
+unsafe fn supervise_and_fork(plan: &PreExec) -> io::Result<()> {
+    if libc::setsid() == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    #[cfg(target_os = "linux")]
+    libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+
+    // SIGCHLD stays blocked except inside ppoll, so no exit can slip between a reap and the
+    // wait. The handler replaces whatever bluegreen's runtime had installed.
+    let mut chld: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut chld);
+    libc::sigaddset(&mut chld, libc::SIGCHLD);
+    let mut old_mask: libc::sigset_t = std::mem::zeroed();
+    libc::sigprocmask(libc::SIG_BLOCK, &chld, &mut old_mask);
+    let mut action: libc::sigaction = std::mem::zeroed();
+    action.sa_sigaction = ignore_signal as *const () as libc::sighandler_t;
+    libc::sigemptyset(&mut action.sa_mask);
+    libc::sigaction(libc::SIGCHLD, &action, std::ptr::null_mut());
+
+    let pid = libc::fork();
+    if pid == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        return prepare_check(plan, &old_mask);
+    }
+    supervise(pid)
+}
+
+/// In C, before exec: own group, stdin from /dev/null, extra fds, limits.
+unsafe fn prepare_check(plan: &PreExec, old_mask: &libc::sigset_t) -> io::Result<()> {
+    libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+    libc::sigprocmask(libc::SIG_SETMASK, old_mask, std::ptr::null_mut());
+    if libc::setpgid(0, 0) == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+    if null == -1 || libc::dup2(null, 0) == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    libc::close(null);
+    // Move sources out of the way first so a source numbered like a target is not clobbered.
+    let mut moved = [-1; MAX_EXTRA_FDS];
+    for (i, slot) in moved.iter_mut().enumerate().take(plan.extra_count) {
+        *slot = libc::fcntl(plan.extra[i].0, libc::F_DUPFD_CLOEXEC, 64);
+        if *slot == -1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let mut first_free = 3;
+    for (i, &source) in moved.iter().enumerate().take(plan.extra_count) {
+        let target = plan.extra[i].1;
+        if libc::dup2(source, target) == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        first_free = first_free.max(target + 1);
+    }
+    // Anything else inherited (not ours, not close-on-exec) is closed at exec. Needs Linux
+    // 5.11; on older kernels such strays are inherited, which is harmless.
+    #[cfg(target_os = "linux")]
+    libc::syscall(
+        libc::SYS_close_range,
+        first_free as libc::c_uint,
+        libc::c_uint::MAX,
+        libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+    );
+    for &(resource, value) in plan.rlimits.iter().take(plan.rlimit_count) {
+        set_limit(resource, value)?;
+    }
+    Ok(())
+}
+
+unsafe fn set_limit(resource: libc::c_int, value: u64) -> io::Result<()> {
+    let mut current: libc::rlimit = std::mem::zeroed();
+    if libc::getrlimit(resource as _, &mut current) == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // Never try to raise a hard limit (only root may); only tighten.
+    let hard = if current.rlim_max == libc::RLIM_INFINITY {
+        if resource == libc::RLIMIT_CPU as libc::c_int {
+            value.saturating_add(1) // SIGXCPU at the soft limit, SIGKILL a second later
+        } else {
+            value
+        }
+    } else {
+        value.min(current.rlim_max)
+    };
+    let wanted = libc::rlimit {
+        rlim_cur: value.min(hard),
+        rlim_max: hard,
+    };
+    if libc::setrlimit(resource as _, &wanted) == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The supervisor loop (S). Never returns.
+unsafe fn supervise(check: libc::pid_t) -> ! {
+    libc::close(1);
+    libc::close(2);
+    close_from(3);
+    let mut no_signals_blocked: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut no_signals_blocked);
+    let mut control = libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let mut check_status: Option<libc::c_int> = None;
+    loop {
+        loop {
+            let mut status = 0;
+            let reaped = libc::waitpid(-1, &mut status, libc::WNOHANG);
+            if reaped > 0 {
+                if reaped == check {
+                    check_status = Some(status);
+                    libc::kill(-check, libc::SIGKILL);
+                }
+                continue;
+            }
+            if reaped == 0 {
+                break;
+            }
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            exit_like(check_status); // ECHILD: every descendant is reaped
+        }
+        let ready = libc::ppoll(&mut control, 1, std::ptr::null(), &no_signals_blocked);
+        if ready > 0 && control.revents != 0 {
+            // Control pipe closed (or written): the check is cancelled.
+            libc::kill(-check, libc::SIGKILL);
+            control.fd = -1;
+        }
+    }
+}
+
+unsafe fn close_from(first: libc::c_int) {
+    #[cfg(target_os = "linux")]
+    if libc::syscall(
+        libc::SYS_close_range,
+        first as libc::c_uint,
+        libc::c_uint::MAX,
+        0 as libc::c_uint,
+    ) == 0
+    {
+        return;
+    }
+    let mut limit: libc::rlimit = std::mem::zeroed();
+    let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+        limit.rlim_cur.min(65536) as libc::c_int
+    } else {
+        4096
+    };
+    for fd in first..max {
+        libc::close(fd);
+    }
+}
+
+/// Leaves with the check's status so that the parent sees what the check did.
+unsafe fn exit_like(status: Option<libc::c_int>) -> ! {
+    match status {
+        Some(s) if libc::WIFEXITED(s) => libc::_exit(libc::WEXITSTATUS(s)),
+        Some(s) if libc::WIFSIGNALED(s) => {
+            let signal = libc::WTERMSIG(s);
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+            libc::signal(signal, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, signal);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), signal);
+            libc::_exit(128 + signal)
+        }
+        _ => libc::_exit(127),
+    }
+}
+
+/// How a check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    pub(crate) fn from_std(status: std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Exit::Code(code),
+            (None, Some(signal)) => Exit::Signal(signal),
+            (None, None) => Exit::Code(-1),
+        }
+    }
+
+    /// From Python's `os.waitstatus_to_exitcode` (negative = signal).
+    pub(crate) fn from_exitcode(code: i64) -> Self {
+        if code < 0 {
+            Exit::Signal((-code) as i32)
+        } else {
+            Exit::Code(code as i32)
+        }
+    }
+}
+
+/// The tail of one output stream, plus how much was written in total.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Captured {
+    pub tail: Vec<u8>,
+    pub total: u64,
+}
+
+impl Captured {
+    fn push(&mut self, data: &[u8], cap: usize) {
+        self.total += data.len() as u64;
+        self.tail.extend_from_slice(data);
+        // Trim in batches (at twice the cap) so each byte is moved O(1) times on average.
+        if self.tail.len() > cap.saturating_mul(2).max(8192) {
+            let excess = self.tail.len() - cap;
+            self.tail.drain(..excess);
+        }
+    }
+
+    fn finish(&mut self, cap: usize) {
+        if self.tail.len() > cap {
+            let excess = self.tail.len() - cap;
+            self.tail.drain(..excess);
+        }
+    }
+}
+
+/// What a supervised run produced.
+#[derive(Debug, Clone)]
+pub(crate) struct RunOutput {
+    /// `None` when the run timed out (and was killed).
+    pub exit: Option<Exit>,
+    pub stdout: Captured,
+    pub stderr: Captured,
+    /// What the check wrote to fd 3 (only when asked for a report channel).
+    pub report: Vec<u8>,
+}
+
+/// Owns a running supervisor: dropping it kills the check's group and reaps the supervisor.
+struct Supervised {
+    child: tokio::process::Child,
+    control: Option<tokio::process::ChildStdin>,
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        // Closing the control pipe makes S kill the group, reap it and exit.
+        self.control.take();
+        for _ in 0..100 {
+            match self.child.try_wait() {
+                Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+                Ok(Some(_)) | Err(_) => return,
+            }
+        }
+        // S still waits for something that escaped the group: reap S later.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            if let Some(pid) = self.child.id() {
+                handle.spawn_blocking(move || {
+                    let mut status = 0;
+                    // SAFETY: plain waitpid on our own child.
+                    unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+                });
+            }
+        }
+    }
+}
+
+/// A pipe whose ends are close-on-exec.
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fresh descriptors that we then own.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
+    }
+}
+
+async fn capture(
+    mut stream: impl tokio::io::AsyncRead + Unpin,
+    sink: Arc<Mutex<Captured>>,
+    cap: usize,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if let Ok(mut captured) = sink.lock() {
+                    captured.push(&buf[..n], cap);
+                }
+            }
+        }
+    }
+}
+
+/// Runs `spec` to completion or until `timeout`, capturing stdout and stderr (the last
+/// `output_cap` bytes of each) and, with `report`, what the check writes to its fd 3.
+pub(crate) async fn run(
+    mut spec: ProcessSpec<'_>,
+    timeout: Duration,
+    output_cap: usize,
+    report: bool,
+) -> io::Result<RunOutput> {
+    let report_reader = if report {
+        let (read, write) = pipe()?;
+        spec.extra_fds.push((write, 3));
+        Some(read)
+    } else {
+        None
+    };
+    let mut command = supervised_command(&spec)?;
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = tokio::process::Command::from(command).spawn()?;
+    // Our copies of the check's ends must go, or the report pipe never reaches EOF.
+    drop(spec.extra_fds);
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let control = child.stdin.take();
+    let mut supervised = Supervised { child, control };
+
+    let out = Arc::new(Mutex::new(Captured::default()));
+    let err = Arc::new(Mutex::new(Captured::default()));
+    let readers = [
+        stdout.map(|s| tokio::spawn(capture(s, out.clone(), output_cap))),
+        stderr.map(|s| tokio::spawn(capture(s, err.clone(), output_cap))),
+    ];
+
+    let exit = match tokio::time::timeout(timeout, supervised.child.wait()).await {
+        Ok(status) => Some(Exit::from_std(status?)),
+        Err(_) => {
+            supervised.control.take();
+            let _ = tokio::time::timeout(Duration::from_secs(2), supervised.child.wait()).await;
+            None
+        }
+    };
+    // The group is dead, so the pipes are at EOF; a process that escaped the group may hold
+    // them open, which is why the wait is bounded.
+    for reader in readers.into_iter().flatten() {
+        let abort = reader.abort_handle();
+        if tokio::time::timeout(Duration::from_millis(250), reader)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+    let report = match report_reader {
+        Some(fd) => read_available(fd),
+        None => Vec::new(),
+    };
+    let take = |c: &Arc<Mutex<Captured>>| {
+        let mut captured = c.lock().map(|c| c.clone()).unwrap_or_default();
+        captured.finish(output_cap);
+        captured
+    };
+    Ok(RunOutput {
+        exit,
+        stdout: take(&out),
+        stderr: take(&err),
+        report,
+    })
+}
+
+/// Reads what a finished writer left in a pipe, without blocking on a writer that escaped.
+fn read_available(fd: OwnedFd) -> Vec<u8> {
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    let mut file = std::fs::File::from(fd);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    while out.len() < 1 << 20 {
+        match file.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    out
+}
+
+/// The name of a signal, for messages.
+pub(crate) fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU: CPU time limit exceeded",
+        libc::SIGXFSZ => "SIGXFSZ: file size limit exceeded",
+        _ => "signal",
+    }
+}
+
+/// The last `max_lines` lines of `bytes` (at most `max_bytes`), as text.
+pub(crate) fn tail_text(bytes: &[u8], max_lines: usize, max_bytes: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim_end();
+    let mut start = text.len();
+    for _ in 0..max_lines {
+        match text[..start].rfind('\n') {
+            Some(i) => start = i,
+            None => {
+                start = 0;
+                break;
+            }
+        }
+    }
+    let mut tail = text[start..].trim_start_matches('\n');
+    if tail.len() > max_bytes {
+        let mut cut = tail.len() - max_bytes;
+        while !tail.is_char_boundary(cut) {
+            cut += 1;
+        }
+        tail = &tail[cut..];
+    }
+    tail.to_owned()
+}
