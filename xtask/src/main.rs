@@ -23,6 +23,7 @@ fn main() -> ExitCode {
     let result = match task.as_str() {
         "fidelity" => fidelity::main(rest),
         "bench" => bench::main(rest),
+        "bench-run" => bench::run_main(rest),
         "e2e" => e2e::main(rest),
         "demo" => demo::main(rest),
         other => Err(format!("unknown task {other:?}; expected e2e, bench, fidelity or demo")),

@@ -100,6 +100,33 @@ impl FsStore {
         &self.root
     }
 
+    /// Writes a whole event log for an agent that has none yet, in one durable write (for
+    /// migrations from another registry, and for building large registries in benchmarks).
+    pub fn import_log(&self, agent: &AgentId, events: &[Event]) -> Result<(), Error> {
+        let path = self.events_path(agent);
+        if path.exists() {
+            return Err(Error::Conflict(format!("agent {agent} already has a registry")));
+        }
+        let mut state = AgentState::default();
+        let mut bytes = Vec::new();
+        for event in events {
+            state.apply(event);
+            serde_json::to_writer(
+                &mut bytes,
+                &Line {
+                    event: event.clone(),
+                    live: state.live().cloned(),
+                },
+            )
+            .map_err(|e| Error::Internal(format!("encoding an event: {e}")))?;
+            bytes.push(b'\n');
+        }
+        let dir = self.agent_dir(agent);
+        create_dir_all_durable(&dir).context(|| format!("creating {}", dir.display()))?;
+        bluegreen_core::util::replace_durable(&path, &bytes)
+            .context(|| format!("writing {}", path.display()))
+    }
+
     fn agent_dir(&self, agent: &AgentId) -> PathBuf {
         self.agents_dir.join(agent.as_str())
     }

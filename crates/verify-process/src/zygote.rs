@@ -173,7 +173,6 @@ impl Zygote {
         match ready_rx.recv_timeout(READY_TIMEOUT) {
             Ok(pid) => {
                 zygote.pid = pid;
-                zygote.shared.alive.store(true, Ordering::SeqCst);
                 Ok(zygote)
             }
             Err(_) => Err(std::io::Error::other(
@@ -363,6 +362,7 @@ fn read_responses(
         };
         if message.get("ready").is_some() {
             let pid = message.get("pid").and_then(Value::as_i64).unwrap_or(0);
+            shared.alive.store(true, Ordering::SeqCst);
             let _ = ready.send(pid as i32);
             continue;
         }

@@ -79,7 +79,7 @@ fn tree_sitter_reports_grammar_errors_only() {
     let ts = options(Engine::TreeSitter);
     assert_eq!(
         messages(&check_source(b"def f(:\n    pass\n", &ts)),
-        ["1:6 invalid syntax"]
+        ["1:7 invalid syntax: missing ')'"]
     );
     // Compile-time checks are not its business.
     assert!(check_source(b"def f(a, a):\n    return 1\n", &ts).is_empty());
@@ -152,7 +152,7 @@ fn request(staged: std::path::PathBuf) -> VerifyRequest {
         root: staged.parent().unwrap().to_path_buf(),
         staged,
         agent_id: AgentId::new("agent").unwrap(),
-        deployment_id: DeploymentId::new(),
+        deployment_id: DeploymentId::generate(),
     }
 }
 

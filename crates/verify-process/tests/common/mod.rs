@@ -1,0 +1,166 @@
+//! Test helpers: a temporary root with a staged fixture, and process-table checks.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bluegreen_core::{AgentId, DeploymentId, VerifyRequest};
+
+pub fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/agents")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A root like production's: the agent lives at `services/agents/alpha.py`, a helper module
+/// sits in the root, and the candidate is staged as a hidden sibling of the target.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub req: VerifyRequest,
+}
+
+impl Setup {
+    pub fn new(code: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("bgvp-test-")
+            .tempdir()
+            .unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::write(root.join("agent_helpers.py"), fixture("agent_helpers.py")).unwrap();
+        let agents = root.join("services/agents");
+        std::fs::create_dir_all(&agents).unwrap();
+        let deployment_id = DeploymentId::generate();
+        let staged = agents.join(format!(".alpha.py.bluegreen-{deployment_id}.staged"));
+        std::fs::write(&staged, code).unwrap();
+        let req = VerifyRequest {
+            staged,
+            target: agents.join("alpha.py"),
+            agent_id: AgentId::new("alpha").unwrap(),
+            deployment_id,
+            root,
+        };
+        Self { dir, req }
+    }
+
+    pub fn fixture(name: &str) -> Self {
+        Self::new(&fixture(name))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.req.root
+    }
+
+    /// Waits (up to 3 s) until no process runs in the root or names it on its command line,
+    /// and none of the pids a fixture recorded in `.pids` exists (not even as a zombie).
+    pub fn assert_no_survivors(&self) {
+        let recorded: Vec<i32> = std::fs::read_to_string(self.root().join(".pids"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let mut left = processes_of(self.root());
+            left.extend(
+                recorded
+                    .iter()
+                    .filter(|pid| Path::new(&format!("/proc/{pid}")).exists())
+                    .map(|pid| describe(*pid)),
+            );
+            if left.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("processes of the check survived: {left:#?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn describe(pid: i32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    format!(
+        "{pid}: {} | {}",
+        stat.trim(),
+        String::from_utf8_lossy(&cmdline).replace('\0', " ")
+    )
+}
+
+/// Processes whose working directory is `root` or whose command line mentions it.
+pub fn processes_of(root: &Path) -> Vec<String> {
+    let me = std::process::id() as i32;
+    let needle = root.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let cwd: Option<PathBuf> = std::fs::read_link(entry.path().join("cwd")).ok();
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let mentions = String::from_utf8_lossy(&cmdline).contains(&needle);
+        if cwd.as_deref() == Some(root) || mentions {
+            found.push(describe(pid));
+        }
+    }
+    found
+}
+
+/// Processes whose command line contains `marker`.
+pub fn processes_with(marker: &str) -> Vec<String> {
+    let me = std::process::id() as i32;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if pid != me && String::from_utf8_lossy(&cmdline).contains(marker) {
+            found.push(describe(pid));
+        }
+    }
+    found
+}
+
+/// Waits (up to 3 s) until no process carries `marker`.
+pub fn assert_none_with(marker: &str) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let left = processes_with(marker);
+        if left.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("processes survived: {left:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Zombies re-parented to init (which never reaps them in this container).
+pub fn init_zombies() -> HashSet<i32> {
+    let mut found = HashSet::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // "pid (comm) S ppid ...": split after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let ppid = fields.next();
+        if state == Some("Z") && ppid == Some("1") {
+            found.insert(pid);
+        }
+    }
+    found
+}
