@@ -1,4 +1,4 @@
-//! `cargo xtask fidelity [--quick] [--mutants N] [--seed S]`: how often the syntax verifier
+//! `cargo xtask fidelity [--quick] [--mutants N] [--seed S] [--bench]`: how often the syntax verifier
 //! agrees with CPython 3.11's own `compile(source_bytes, path, "exec")`.
 //!
 //! Corpus 1 is every `.py` file of the installed stdlib (site-packages excluded); corpus 2 is
@@ -28,7 +28,13 @@ pub fn main(args: &[String]) -> Result<(), String> {
             "--quick" => quick = true,
             "--mutants" => mutants = Some(parse_next(&mut iter, "--mutants")?),
             "--seed" => seed = parse_next(&mut iter, "--seed")?,
-            other => return Err(format!("unknown option {other:?}; expected --quick, --mutants N, --seed S")),
+            // The syntax section of `cargo xtask bench`, alone.
+            "--bench" => {
+                let report = crate::bench_syntax::run(args.iter().any(|a| a == "--quick"))?;
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                return Ok(());
+            }
+            other => return Err(format!("unknown option {other:?}; expected --quick, --mutants N, --seed S, --bench")),
         }
     }
     let mutants = mutants.unwrap_or(if quick { QUICK_MUTANTS } else { DEFAULT_MUTANTS });

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use bluegreen_core::{
-    AgentId, DeployOutcome, DeployReport, DeploymentRecord, Error, RecoveryReport,
+    AgentId, DeployOutcome, DeployReport, DeploymentRecord, Error, ErrorKind, RecoveryReport,
     RollbackReport, VerifierOutcome,
 };
 use serde_json::{json, Value};
@@ -101,11 +101,16 @@ pub fn recover(report: &RecoveryReport) -> Value {
 /// An error as one JSON document: `{"status":"failed","error","error_kind","exit_code"}`
 /// (plus `agent_id` when known).
 pub fn error(err: &Error, agent_id: Option<&str>) -> Value {
+    error_message(&err.to_string(), err.kind(), agent_id)
+}
+
+/// [`error`] for errors that are not the core's (config mistakes, unreadable input files).
+pub fn error_message(message: &str, kind: ErrorKind, agent_id: Option<&str>) -> Value {
     let mut value = json!({
         "status": "failed",
-        "error": err.to_string(),
-        "error_kind": exit::kind_name(err.kind()),
-        "exit_code": exit::code_for(err.kind()),
+        "error": message,
+        "error_kind": exit::kind_name(kind),
+        "exit_code": exit::code_for(kind),
     });
     if let Some(agent) = agent_id {
         value["agent_id"] = json!(agent);

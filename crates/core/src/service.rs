@@ -27,7 +27,7 @@ use crate::report::{
 use crate::store::{
     AgentLease, AgentState, Begin, DeploymentRecord, Event, RollbackBegin, Status, Store,
 };
-use crate::util::{create_dir_all_durable, fsync_dir, sha256_hex, write_new_synced};
+use crate::util::{create_dir_all_durable, fsync_dir, sha256_hex, write_new, write_new_synced};
 use crate::verify::{Chain, ChainReport, VerifyRequest};
 
 /// How long `recover()` waits for an agent's lock before deciding a live process holds it.
@@ -312,20 +312,25 @@ impl BlueGreenService {
         let root = &self.inner.root;
         let mut stages = Vec::with_capacity(5);
 
-        // 1. Backup GREEN, durably, before anything else changes.
+        // 1. Backup GREEN, durably, before anything else changes. The journal entry (written
+        //    deferred) is made durable in the same sync, concurrently with the snapshot.
         let started = Instant::now();
         if let (Some(bytes), Some(path)) = (d.green, d.begin.backup_path.as_deref()) {
-            store.write_backup(d.agent, path, bytes)?;
+            store.write_backup_deferred(d.agent, path, bytes)?;
         }
+        store.sync(d.agent)?;
         stages.push(timing("backup", true, started));
         self.fault(FaultPoint::AfterBackup)?;
 
-        // 2. Stage BLUE beside the target, durably.
+        // 2. Stage BLUE beside the target (same directory: the cutover is one rename). Its
+        //    fsync runs while BLUE is verified and completes before the rename.
         let started = Instant::now();
         let staged = root.join(&d.begin.staged_path);
         create_dir_all_durable(d.target.dir())
             .context(|| format!("creating the directory of {}", d.target.rel))?;
-        write_new_synced(&staged, d.code).context(|| format!("staging {}", d.begin.staged_path))?;
+        let staged_file =
+            write_new(&staged, d.code).context(|| format!("staging {}", d.begin.staged_path))?;
+        let staged_sync = tokio::task::spawn_blocking(move || staged_file.sync_all());
         stages.push(timing("stage", true, started));
         self.fault(FaultPoint::AfterStage)?;
 
@@ -341,19 +346,14 @@ impl BlueGreenService {
         };
         let verification = d.chain.run(&request).await;
         stages.push(timing("verify", verification.passed, started));
+        let synced = staged_sync
+            .await
+            .map_err(|e| Error::Internal(format!("staging sync task: {e}")))
+            .and_then(|r| r.context(|| format!("syncing {}", d.begin.staged_path)));
         if !verification.passed {
             remove_and_sync(&staged)?;
             let reason = verification.summary().map(|s| one_line(&s, 500));
-            store.append(
-                d.agent,
-                &Event::Finish {
-                    deployment_id: d.begin.deployment_id.clone(),
-                    status: Status::Failed,
-                    backup_path: d.begin.backup_path.clone(),
-                    reason: reason.clone(),
-                },
-            )?;
-            let meta = self.prune_and_get(d.agent, &d.begin.deployment_id)?;
+            let meta = self.finish(d.agent, d.begin, Status::Failed, reason.clone())?;
             return Ok(report(
                 &d,
                 DeployOutcome::Rejected,
@@ -364,6 +364,7 @@ impl BlueGreenService {
                 None,
             ));
         }
+        synced?;
 
         // 4. Cutover: one atomic rename, then the directory fsync that makes it durable.
         let started = Instant::now();
@@ -372,17 +373,8 @@ impl BlueGreenService {
         self.fault(FaultPoint::AfterRename)?;
         fsync_dir(d.target.dir())
             .context(|| format!("syncing the directory of {}", d.target.rel))?;
-        store.append(
-            d.agent,
-            &Event::Finish {
-                deployment_id: d.begin.deployment_id.clone(),
-                status: Status::Live,
-                backup_path: d.begin.backup_path.clone(),
-                reason: None,
-            },
-        )?;
+        let mut meta = self.finish(d.agent, d.begin, Status::Live, None)?;
         stages.push(timing("cutover", true, started));
-        self.fault(FaultPoint::AfterRecord)?;
 
         // 5. Probation: the health chain against the live file.
         let mut health = None;
@@ -400,27 +392,22 @@ impl BlueGreenService {
                 let reason = checked
                     .summary()
                     .map(|s| format!("health check failed: {}", one_line(&s, 500)));
-                let state = self.load_state(d.agent)?;
-                let from = state
-                    .get(&d.begin.deployment_id)
-                    .cloned()
-                    .ok_or_else(|| Error::Internal("deployment vanished from registry".into()))?;
                 let started = Instant::now();
                 self.restore_locked(
                     d.agent,
                     d.target,
-                    &from,
-                    from.previous.clone(),
+                    &meta,
+                    meta.previous.clone(),
                     d.green.map(<[u8]>::to_vec),
                     reason.clone(),
                 )?;
                 stages.push(timing("rollback", true, started));
                 outcome = DeployOutcome::RolledBack;
                 error = reason;
+                meta = self.record(d.agent, &d.begin.deployment_id)?;
             }
             health = Some(checked);
         }
-        let meta = self.prune_and_get(d.agent, &d.begin.deployment_id)?;
         Ok(report(
             &d,
             outcome,
@@ -430,6 +417,44 @@ impl BlueGreenService {
             verification,
             health,
         ))
+    }
+
+    /// Records how a deployment ended, with retention folded into the same durable append,
+    /// then deletes the pruned snapshots. Returns the deployment's record.
+    fn finish(
+        &self,
+        agent: &AgentId,
+        begin: &Begin,
+        status: Status,
+        reason: Option<String>,
+    ) -> Result<DeploymentRecord, Error> {
+        let mut finish = Event::Finish {
+            deployment_id: begin.deployment_id.clone(),
+            status,
+            backup_path: begin.backup_path.clone(),
+            reason,
+            pruned: Vec::new(),
+        };
+        let mut state = self.load_state(agent)?;
+        state.apply(&finish);
+        let plan = self.prune_plan(&state);
+        if let Event::Finish { pruned, .. } = &mut finish {
+            pruned.clone_from(&plan);
+        }
+        self.inner.store.append(agent, &finish)?;
+        self.fault(FaultPoint::AfterRecord)?;
+        self.delete_pruned(agent, &plan)?;
+        state
+            .get(&begin.deployment_id)
+            .cloned()
+            .ok_or_else(|| Error::Internal(format!("{} missing from the registry", begin.deployment_id)))
+    }
+
+    fn record(&self, agent: &AgentId, id: &DeploymentId) -> Result<DeploymentRecord, Error> {
+        self.load_state(agent)?
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::Internal(format!("{id} missing from the registry")))
     }
 
     /// Restores the version that was live before the current one (or `to`, a named earlier
@@ -516,7 +541,6 @@ impl BlueGreenService {
             Some("rolled back on request".into()),
         )?;
         let stages = vec![timing("rollback", true, started)];
-        self.prune(&agent)?;
         let state = self.load_state(&agent)?;
         Ok(RollbackReport {
             agent_id: agent.clone(),
@@ -694,6 +718,7 @@ impl BlueGreenService {
                     backup_path,
                     reason: (!went_live)
                         .then(|| "interrupted before cutover; cleaned up by recovery".to_owned()),
+                    pruned: Vec::new(),
                 },
             )?;
             actions.push(format!("marked {} {status}", begin.deployment_id));
@@ -727,6 +752,7 @@ impl BlueGreenService {
                             }
                             _ => None,
                         },
+                        pruned: Vec::new(),
                     },
                 )?;
                 actions.push(format!("completed the rollback of {}", rb.from));
@@ -834,33 +860,31 @@ impl BlueGreenService {
                 return Err(e);
             }
         }
-        store.append(
-            agent,
-            &Event::Rollback {
-                from: rb.from,
-                to,
-                timestamp: rb.timestamp,
-                sha256: sha.clone(),
-                reason,
-                snapshot,
-            },
-        )?;
+        let mut rollback = Event::Rollback {
+            from: rb.from,
+            to,
+            timestamp: rb.timestamp,
+            sha256: sha.clone(),
+            reason,
+            snapshot,
+            pruned: Vec::new(),
+        };
+        let mut state = self.load_state(agent)?;
+        state.apply(&rollback);
+        let plan = self.prune_plan(&state);
+        if let Event::Rollback { pruned, .. } = &mut rollback {
+            pruned.clone_from(&plan);
+        }
+        store.append(agent, &rollback)?;
+        self.delete_pruned(agent, &plan)?;
         Ok(sha)
     }
 
-    fn prune_and_get(&self, agent: &AgentId, id: &DeploymentId) -> Result<DeploymentRecord, Error> {
-        self.prune(agent)?;
-        self.load_state(agent)?
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Error::Internal(format!("{id} missing from the registry")))
-    }
-
-    /// Retention: keeps `keep_backups` snapshots, first the ones successive rollbacks from
-    /// the LIVE deployment would use, then the newest others. Lock held.
-    fn prune(&self, agent: &AgentId) -> Result<(), Error> {
+    /// Retention: which snapshots to drop so `keep_backups` remain — first keeping the ones
+    /// successive rollbacks from the LIVE deployment would use, then the newest others.
+    /// `state` is the state after the event that will carry the plan.
+    fn prune_plan(&self, state: &AgentState) -> Vec<String> {
         let keep = self.inner.limits.keep_backups;
-        let state = self.load_state(agent)?;
         let mut kept: HashSet<&str> = HashSet::new();
         let mut cursor = state.live();
         let mut seen = HashSet::new();
@@ -874,7 +898,7 @@ impl BlueGreenService {
             cursor = record.previous.as_ref().and_then(|p| state.get(p));
         }
         // Fill up with the newest other snapshots (deployment backups and rollback snapshots).
-        let mut others: Vec<(chrono::DateTime<Utc>, &str)> = state
+        let mut all: Vec<(chrono::DateTime<Utc>, &str)> = state
             .deployments
             .iter()
             .filter_map(|d| d.backup_path.as_deref().map(|p| (d.timestamp, p)))
@@ -885,51 +909,31 @@ impl BlueGreenService {
                     .map(|s| (s.timestamp, s.path.as_str())),
             )
             .collect();
-        others.sort_by_key(|o| std::cmp::Reverse(o.0));
-        for (_, path) in &others {
+        all.sort_by_key(|o| std::cmp::Reverse(o.0));
+        for (_, path) in &all {
             if kept.len() >= keep {
                 break;
             }
             kept.insert(path);
         }
-        let mut pruned_any = false;
-        for record in &state.deployments {
-            let Some(path) = record.backup_path.as_deref() else {
-                continue;
-            };
-            if kept.contains(path) {
-                continue;
-            }
-            // Record first, delete second: a crash in between leaves an orphan file that
-            // recovery sweeps, never a record pointing at a missing snapshot.
-            self.inner.store.append(
-                agent,
-                &Event::Pruned {
-                    deployment_id: record.deployment_id.clone(),
-                },
-            )?;
-            self.fault(FaultPoint::DuringPrune)?;
+        all.iter()
+            .filter(|(_, p)| !kept.contains(p))
+            .map(|(_, p)| (*p).to_owned())
+            .collect()
+    }
+
+    /// Deletes snapshots whose pruning is already recorded, then any the registry no longer
+    /// refers to (left by a crash between the record and the deletion). Lock held.
+    fn delete_pruned(&self, agent: &AgentId, plan: &[String]) -> Result<(), Error> {
+        for (i, path) in plan.iter().enumerate() {
             self.inner.store.remove_backup(path)?;
-            pruned_any = true;
-        }
-        for snap in &state.rollback_snapshots {
-            if kept.contains(snap.path.as_str()) {
-                continue;
+            if i == 0 {
+                self.fault(FaultPoint::DuringPrune)?;
             }
-            self.inner.store.append(
-                agent,
-                &Event::PrunedSnapshot {
-                    path: snap.path.clone(),
-                },
-            )?;
-            self.fault(FaultPoint::DuringPrune)?;
-            self.inner.store.remove_backup(&snap.path)?;
-            pruned_any = true;
         }
-        if pruned_any {
-            tracing::debug!(%agent, "retention pruned snapshots");
+        if !plan.is_empty() {
+            tracing::debug!(%agent, pruned = plan.len(), "retention");
         }
-        // Files a crash left between a `Pruned` record and the deletion.
         for action in self.sweep_orphans(agent)? {
             tracing::warn!(%agent, action, "retention");
         }

@@ -105,6 +105,9 @@ pub enum Event {
         status: Status,
         backup_path: Option<String>,
         reason: Option<String>,
+        /// Snapshots retention drops with this event (deleted only after it is durable).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pruned: Vec<String>,
     },
     /// `from` (LIVE) was rolled back and `to` (if any) is LIVE again with bytes `sha256`.
     Rollback {
@@ -116,6 +119,9 @@ pub enum Event {
         /// Snapshot of the bytes the rollback replaced (what `from` had live).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         snapshot: Option<SnapshotRef>,
+        /// Snapshots retention drops with this event.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pruned: Vec<String>,
     },
     /// A rollback started (journal entry): `staged_path` holds the bytes (`sha256`) about to
     /// replace LIVE `from`; `sha256: None` means the target is about to be removed (health
@@ -123,10 +129,6 @@ pub enum Event {
     RollbackBegin(RollbackBegin),
     /// A rollback that did not take effect (crash before its rename); nothing changed.
     RollbackAbandoned { from: DeploymentId },
-    /// The snapshot of `deployment_id` is about to be deleted by retention.
-    Pruned { deployment_id: DeploymentId },
-    /// A rollback-time snapshot is about to be deleted by retention.
-    PrunedSnapshot { path: String },
 }
 
 /// A snapshot file and the SHA-256 of its bytes.
@@ -199,6 +201,7 @@ impl AgentState {
                 status,
                 backup_path,
                 reason,
+                pruned,
             } => {
                 let Some(begin) = self.pending.take_if(|b| &b.deployment_id == deployment_id)
                 else {
@@ -223,6 +226,7 @@ impl AgentState {
                     previous: begin.previous,
                     reason: reason.clone(),
                 });
+                self.forget_snapshots(pruned);
             }
             Event::Rollback {
                 from,
@@ -231,6 +235,7 @@ impl AgentState {
                 reason,
                 timestamp,
                 snapshot,
+                pruned,
             } => {
                 self.pending_rollback = None;
                 if let Some(snap) = snapshot {
@@ -252,25 +257,27 @@ impl AgentState {
                         }
                     }
                 }
+                self.forget_snapshots(pruned);
             }
             Event::RollbackBegin(rb) => self.pending_rollback = Some(rb.clone()),
             Event::RollbackAbandoned { from } => {
                 self.pending_rollback.take_if(|rb| &rb.from == from);
             }
-            Event::PrunedSnapshot { path } => {
-                self.rollback_snapshots.retain(|s| &s.path != path);
-            }
-            Event::Pruned { deployment_id } => {
-                if let Some(d) = self
-                    .deployments
-                    .iter_mut()
-                    .find(|d| &d.deployment_id == deployment_id)
-                {
-                    d.backup_path = None;
-                    d.backup_sha256 = None;
-                }
+        }
+    }
+
+    /// Drops references to pruned snapshot files.
+    fn forget_snapshots(&mut self, paths: &[String]) {
+        if paths.is_empty() {
+            return;
+        }
+        for d in &mut self.deployments {
+            if d.backup_path.as_ref().is_some_and(|p| paths.contains(p)) {
+                d.backup_path = None;
+                d.backup_sha256 = None;
             }
         }
+        self.rollback_snapshots.retain(|s| !paths.contains(&s.path));
     }
 
     /// The LIVE deployment, if any.
@@ -347,6 +354,22 @@ pub trait Store: Send + Sync + 'static {
     /// Appends one event, durably.
     fn append(&self, agent: &AgentId, event: &Event) -> Result<(), Error>;
 
+    /// Like [`Store::append`], but durability may be deferred until [`Store::sync`]. The
+    /// event must still be visible to readers (and survive the process dying) at once.
+    fn append_deferred(&self, agent: &AgentId, event: &Event) -> Result<(), Error> {
+        self.append(agent, event)
+    }
+
+    /// Like [`Store::write_backup`], but durability may be deferred until [`Store::sync`].
+    fn write_backup_deferred(&self, agent: &AgentId, path: &str, bytes: &[u8]) -> Result<(), Error> {
+        self.write_backup(agent, path, bytes)
+    }
+
+    /// Makes every deferred write for `agent` durable (concurrently where it can).
+    fn sync(&self, _agent: &AgentId) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// Where a snapshot for `deployment_id` taken at `timestamp` goes (relative to the root).
     fn backup_path(
         &self,
@@ -367,7 +390,8 @@ pub trait Store: Send + Sync + 'static {
     /// Reads a snapshot (`None` if it does not exist).
     fn read_backup(&self, path: &str) -> Result<Option<Vec<u8>>, Error>;
 
-    /// Deletes a snapshot (missing is fine).
+    /// Deletes a snapshot (missing is fine). Need not be durable: a deletion lost to a power
+    /// cut leaves an unreferenced file, which retention sweeps.
     fn remove_backup(&self, path: &str) -> Result<(), Error>;
 
     /// Every snapshot present for the agent (relative paths), for orphan cleanup.

@@ -31,6 +31,14 @@ pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Creates (exclusively) and writes `path` without syncing; returns the open file so the
+/// caller can sync it when it suits (e.g. concurrently with other work).
+pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<File> {
+    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
+    file.write_all(bytes)?;
+    Ok(file)
+}
+
 /// Creates (exclusively) and writes `path`, then fsyncs the file. The directory entry is
 /// not synced: callers sync the directory once for several entries.
 pub fn write_new_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -67,6 +67,13 @@ struct Cached {
     state: AgentState,
 }
 
+/// Writes made with deferred durability, synced together by `Store::sync`.
+#[derive(Default)]
+struct Deferred {
+    log: bool,
+    backups: Vec<PathBuf>,
+}
+
 /// The durable file store. See the crate docs for the layout.
 pub struct FsStore {
     root: PathBuf,
@@ -74,6 +81,7 @@ pub struct FsStore {
     /// State folded from each log, valid while the log's length is unchanged (another
     /// process appending changes it).
     cache: Mutex<HashMap<AgentId, Cached>>,
+    deferred: Mutex<HashMap<AgentId, Deferred>>,
 }
 
 impl std::fmt::Debug for FsStore {
@@ -93,6 +101,7 @@ impl FsStore {
             agents_dir: root.join(STATE_DIR).join("agents"),
             root,
             cache: Mutex::new(HashMap::new()),
+            deferred: Mutex::new(HashMap::new()),
         })
     }
 
@@ -137,6 +146,74 @@ impl FsStore {
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, Cached>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn deferred(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, Deferred>> {
+        self.deferred.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends one line; syncs it when `sync`.
+    fn append_line(&self, agent: &AgentId, event: &Event, sync: bool) -> Result<(), Error> {
+        let mut state = self.load(agent)?.unwrap_or_default();
+        state.apply(event);
+        let mut line = serde_json::to_vec(&Line {
+            event: event.clone(),
+            live: state.live().cloned(),
+        })
+        .map_err(|e| Error::Internal(format!("encoding an event: {e}")))?;
+        line.push(b'\n');
+
+        let dir = self.agent_dir(agent);
+        let path = dir.join(EVENTS);
+        let is_new = !path.exists();
+        if is_new {
+            create_dir_all_durable(&dir).context(|| format!("creating {}", dir.display()))?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .context(|| format!("opening {}", path.display()))?;
+        let mut len = file
+            .metadata()
+            .context(|| format!("stat {}", path.display()))?
+            .len();
+        if len > 0 {
+            // Cut off a torn last line left by a crash mid-append.
+            let mut last = [0u8; 1];
+            file.seek(SeekFrom::Start(len - 1))
+                .and_then(|_| file.read_exact(&mut last))
+                .context(|| format!("reading {}", path.display()))?;
+            if last[0] != b'\n' {
+                let bytes =
+                    std::fs::read(&path).context(|| format!("reading {}", path.display()))?;
+                let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) as u64;
+                tracing::warn!(path = %path.display(), dropped = len - keep, "cutting a torn last line");
+                file.set_len(keep)
+                    .context(|| format!("truncating {}", path.display()))?;
+                len = keep;
+            }
+        }
+        file.write_all(&line)
+            .context(|| format!("appending to {}", path.display()))?;
+        if is_new {
+            fsync_dir(&dir).context(|| format!("syncing {}", dir.display()))?;
+        }
+        if sync {
+            file.sync_data()
+                .context(|| format!("syncing {}", path.display()))?;
+        } else {
+            self.deferred().entry(agent.clone()).or_default().log = true;
+        }
+        self.cache().insert(
+            agent.clone(),
+            Cached {
+                len: len + line.len() as u64,
+                state,
+            },
+        );
+        Ok(())
     }
 
     /// Resolves a snapshot path from the registry, refusing anything outside `backups/`.
@@ -301,61 +378,68 @@ impl Store for FsStore {
     }
 
     fn append(&self, agent: &AgentId, event: &Event) -> Result<(), Error> {
-        let mut state = self.load(agent)?.unwrap_or_default();
-        state.apply(event);
-        let mut line = serde_json::to_vec(&Line {
-            event: event.clone(),
-            live: state.live().cloned(),
-        })
-        .map_err(|e| Error::Internal(format!("encoding an event: {e}")))?;
-        line.push(b'\n');
+        // Anything deferred before must not become durable after this.
+        self.sync(agent)?;
+        self.append_line(agent, event, true)
+    }
 
-        let dir = self.agent_dir(agent);
-        let path = dir.join(EVENTS);
-        let is_new = !path.exists();
-        if is_new {
-            create_dir_all_durable(&dir).context(|| format!("creating {}", dir.display()))?;
-        }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .context(|| format!("opening {}", path.display()))?;
-        let mut len = file
-            .metadata()
-            .context(|| format!("stat {}", path.display()))?
-            .len();
-        if len > 0 {
-            // Cut off a torn last line left by a crash mid-append.
-            let mut last = [0u8; 1];
-            file.seek(SeekFrom::Start(len - 1))
-                .and_then(|_| file.read_exact(&mut last))
-                .context(|| format!("reading {}", path.display()))?;
-            if last[0] != b'\n' {
-                let bytes =
-                    std::fs::read(&path).context(|| format!("reading {}", path.display()))?;
-                let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) as u64;
-                tracing::warn!(path = %path.display(), dropped = len - keep, "cutting a torn last line");
-                file.set_len(keep)
-                    .context(|| format!("truncating {}", path.display()))?;
-                len = keep;
-            }
-        }
-        file.write_all(&line)
-            .and_then(|()| file.sync_data())
-            .context(|| format!("appending to {}", path.display()))?;
-        if is_new {
-            fsync_dir(&dir).context(|| format!("syncing {}", dir.display()))?;
-        }
-        self.cache().insert(
-            agent.clone(),
-            Cached {
-                len: len + line.len() as u64,
-                state,
-            },
-        );
+    fn append_deferred(&self, agent: &AgentId, event: &Event) -> Result<(), Error> {
+        self.append_line(agent, event, false)
+    }
+
+    fn write_backup_deferred(&self, agent: &AgentId, path: &str, bytes: &[u8]) -> Result<(), Error> {
+        let abs = self.backup_abs(path)?;
+        let dir = abs.parent().unwrap_or(&self.root);
+        create_dir_all_durable(dir).context(|| format!("creating {}", dir.display()))?;
+        // Re-check after creating: nothing may have been swapped for a symlink meanwhile.
+        check_inside_root(&self.root, dir)?;
+        bluegreen_core::util::write_new(&abs, bytes)
+            .context(|| format!("writing snapshot {path}"))?;
+        self.deferred()
+            .entry(agent.clone())
+            .or_default()
+            .backups
+            .push(abs);
         Ok(())
+    }
+
+    /// Syncs the agent's log and deferred snapshots (file and directory) concurrently: the
+    /// fsyncs overlap, so the wait is about one fsync rather than their sum.
+    fn sync(&self, agent: &AgentId) -> Result<(), Error> {
+        let Some(deferred) = self.deferred().remove(agent) else {
+            return Ok(());
+        };
+        let log = deferred.log.then(|| self.events_path(agent));
+        let sync_log = || -> Result<(), Error> {
+            if let Some(path) = &log {
+                File::open(path)
+                    .and_then(|f| f.sync_data())
+                    .context(|| format!("syncing {}", path.display()))?;
+            }
+            Ok(())
+        };
+        let sync_backups = || -> Result<(), Error> {
+            for abs in &deferred.backups {
+                File::open(abs)
+                    .and_then(|f| f.sync_all())
+                    .context(|| format!("syncing {}", abs.display()))?;
+                let dir = abs.parent().unwrap_or(&self.root);
+                fsync_dir(dir).context(|| format!("syncing {}", dir.display()))?;
+            }
+            Ok(())
+        };
+        if log.is_some() && !deferred.backups.is_empty() {
+            std::thread::scope(|scope| {
+                let backups = scope.spawn(sync_backups);
+                let log_result = sync_log();
+                let backup_result = backups
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Internal("sync thread panicked".into())));
+                log_result.and(backup_result)
+            })
+        } else {
+            sync_log().and_then(|()| sync_backups())
+        }
     }
 
     fn write_backup(&self, _agent: &AgentId, path: &str, bytes: &[u8]) -> Result<(), Error> {
@@ -379,11 +463,10 @@ impl Store for FsStore {
 
     fn remove_backup(&self, path: &str) -> Result<(), Error> {
         let abs = self.backup_abs(path)?;
+        // Not synced: a deletion lost to a power cut leaves an unreferenced file that
+        // retention sweeps; the record that dropped it is what must be durable.
         match std::fs::remove_file(&abs) {
-            Ok(()) => {
-                let dir = abs.parent().unwrap_or(&self.root);
-                fsync_dir(dir).context(|| format!("syncing {}", dir.display()))
-            }
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(format!("removing snapshot {path}"), e)),
         }

@@ -72,8 +72,13 @@ pub(crate) fn supervised_command(spec: &ProcessSpec<'_>) -> io::Result<std::proc
         extra: [(-1, -1); MAX_EXTRA_FDS],
         extra_count: spec.extra_fds.len(),
     };
-    if let Some(limits) = &spec.limits {
-        for (i, (_, id, value)) in limits.rlimits().into_iter().enumerate().take(MAX_RLIMITS) {
+    // Without limits (the zygote) core dumps are still disabled.
+    let rlimits = match &spec.limits {
+        Some(limits) => limits.rlimits(),
+        None => vec![("RLIMIT_CORE", libc::RLIMIT_CORE as libc::c_int, 0)],
+    };
+    {
+        for (i, (_, id, value)) in rlimits.into_iter().enumerate().take(MAX_RLIMITS) {
             plan.rlimits[i] = (id, value);
             plan.rlimit_count = i + 1;
         }
@@ -537,4 +542,156 @@ pub(crate) fn tail_text(bytes: &[u8], max_lines: usize, max_bytes: usize) -> Str
         tail = &tail[cut..];
     }
     tail.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn spec<'a>(script: &str, cwd: &'a Path, limits: Option<Limits>) -> ProcessSpec<'a> {
+        ProcessSpec {
+            program: OsStr::new("sh"),
+            args: vec!["-c".into(), script.into()],
+            cwd,
+            env: vec![("PATH".into(), std::env::var_os("PATH").unwrap_or_default())],
+            limits,
+            extra_fds: Vec::new(),
+        }
+    }
+
+    fn with_marker(marker: &str) -> Vec<String> {
+        let me = std::process::id().to_string();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy() != me)
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(marker))
+            .collect()
+    }
+
+    fn marker(name: &str) -> String {
+        format!("bgvp-{name}-{}-{:?}", std::process::id(), Instant::now())
+            .replace([' ', '{', '}', ':', '.'], "_")
+    }
+
+    #[tokio::test]
+    async fn output_is_captured_concurrently_and_capped() {
+        let cwd = std::env::temp_dir();
+        let out = run(
+            spec(
+                "head -c 104857600 /dev/zero; echo 'the end' >&2",
+                &cwd,
+                None,
+            ),
+            Duration::from_secs(20),
+            64 * 1024,
+            false,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.exit, Some(Exit::Code(0)));
+        assert_eq!(out.stdout.total, 100 * 1024 * 1024);
+        assert_eq!(out.stdout.tail.len(), 64 * 1024);
+        assert_eq!(out.stderr.tail, b"the end\n");
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_a_group_that_ignores_sigterm() {
+        let cwd = std::env::temp_dir();
+        let marker = marker("sigterm");
+        let script = format!(
+            "trap '' TERM; python3 -c 'import signal, time; \
+             signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)' {marker} & wait"
+        );
+        let started = Instant::now();
+        let out = run(spec(&script, &cwd, None), Duration::from_millis(500), 1024, false)
+            .await
+            .unwrap();
+        assert_eq!(out.exit, None);
+        assert!(started.elapsed() < Duration::from_millis(1500));
+        // Reaped before `run` returned: nothing left, not even a zombie.
+        assert_eq!(with_marker(&marker), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn a_sleeping_grandchild_is_killed_when_the_check_exits() {
+        let cwd = std::env::temp_dir();
+        let marker = marker("grandchild");
+        let script = format!("python3 -c 'import time; time.sleep(300)' {marker} & echo started");
+        let out = run(spec(&script, &cwd, None), Duration::from_secs(10), 1024, false)
+            .await
+            .unwrap();
+        assert_eq!(out.exit, Some(Exit::Code(0)));
+        assert_eq!(out.stdout.tail, b"started\n");
+        assert_eq!(with_marker(&marker), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn dropping_the_run_kills_and_reaps_the_group() {
+        let cwd = std::env::temp_dir();
+        let marker = marker("drop");
+        let script = format!("python3 -c 'import time; time.sleep(300)' {marker}");
+        let running = run(spec(&script, &cwd, None), Duration::from_secs(60), 1024, false);
+        let cut = tokio::time::timeout(Duration::from_millis(500), running).await;
+        assert!(cut.is_err(), "the sleeper finished?");
+        assert_eq!(with_marker(&marker), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn limits_are_applied_before_exec() {
+        let cwd = std::env::temp_dir();
+        let limits = Limits {
+            cpu_seconds: 7,
+            address_space_bytes: 512 << 20,
+            file_size_bytes: 1 << 20,
+            max_processes: 100,
+            output_cap_bytes: 1024,
+        };
+        let script = "python3 -c 'import resource as r; print([r.getrlimit(getattr(r, n))[0] \
+                      for n in (\"RLIMIT_CPU\", \"RLIMIT_AS\", \"RLIMIT_FSIZE\", \"RLIMIT_CORE\", \
+                      \"RLIMIT_NPROC\")])'";
+        let out = run(spec(script, &cwd, Some(limits)), Duration::from_secs(10), 1024, false)
+            .await
+            .unwrap();
+        assert_eq!(out.exit, Some(Exit::Code(0)), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout.tail),
+            format!("[7, {}, {}, 0, 100]\n", 512 << 20, 1 << 20)
+        );
+        // The file-size limit stops a runaway writer.
+        let out = run(
+            spec("head -c 2000000 /dev/zero > big.bin", &cwd, Some(limits)),
+            Duration::from_secs(10),
+            1024,
+            false,
+        )
+        .await
+        .unwrap();
+        let _ = std::fs::remove_file(cwd.join("big.bin"));
+        assert_ne!(out.exit, Some(Exit::Code(0)));
+    }
+
+    #[tokio::test]
+    async fn exit_codes_and_signals_are_reported_as_the_check_saw_them() {
+        let cwd = std::env::temp_dir();
+        let out = run(spec("exit 7", &cwd, None), Duration::from_secs(5), 64, false)
+            .await
+            .unwrap();
+        assert_eq!(out.exit, Some(Exit::Code(7)));
+        let out = run(spec("kill -SEGV $$", &cwd, None), Duration::from_secs(5), 64, false)
+            .await
+            .unwrap();
+        assert_eq!(out.exit, Some(Exit::Signal(libc::SIGSEGV)));
+    }
+
+    #[test]
+    fn tail_text_keeps_the_last_lines() {
+        assert_eq!(tail_text(b"a\nb\nc\n", 2, 100), "b\nc");
+        assert_eq!(tail_text(b"a\nb\nc", 5, 100), "a\nb\nc");
+        assert_eq!(tail_text(b"abcdef", 5, 3), "def");
+        assert_eq!(tail_text(b"", 5, 3), "");
+    }
 }

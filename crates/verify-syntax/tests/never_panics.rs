@@ -80,3 +80,21 @@ fn pathological_nesting_returns_a_diagnostic() {
         assert!(ts.len() <= 50, "{} diagnostics", ts.len());
     }
 }
+
+#[test]
+fn trees_deeper_than_cpython_compiles_are_rejected_without_overflow() {
+    // No brackets: a left-deep tree of 100k levels, which a recursive walk or drop overflows.
+    for source in [
+        [b"x = ".as_slice(), &b"1+".repeat(100_000), b"1\n"].concat(),
+        [b"x = a".as_slice(), &b".a".repeat(100_000), b"\n"].concat(),
+    ] {
+        let diagnostics = check_source(&source, &SyntaxOptions::default());
+        assert_eq!(
+            diagnostics.iter().map(|d| d.message.as_str()).collect::<Vec<_>>(),
+            ["too complex: maximum recursion depth exceeded during compilation"]
+        );
+    }
+    // Well inside the limit: accepted, as CPython does.
+    let fine = [b"x = ".as_slice(), &b"-".repeat(2000), b"1\n"].concat();
+    assert!(check_source(&fine, &SyntaxOptions::default()).is_empty());
+}

@@ -13,6 +13,7 @@ mod handlers;
 pub mod metrics;
 mod work;
 
+use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -343,7 +344,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr().map_err(ServeError::Server)?;
     check_exposure(addr, options.token.as_deref(), options.insecure_loopback)?;
-    recover(&service);
+    recover(&service).await;
     if options.token.as_deref().is_some_and(|t| t.len() < 16) {
         tracing::warn!("the bearer token is shorter than 16 characters; use a long random one");
     }
@@ -406,7 +407,7 @@ pub async fn serve(
         );
     }
     server.abort();
-    recover(&service);
+    recover(&service).await;
     Err(failure)
 }
 
@@ -439,8 +440,8 @@ fn announce(addr: SocketAddr, authenticated: bool) {
 
 /// Repairs what a crash or a cancelled operation left; failures are logged, not fatal
 /// (every operation recovers its agent first anyway).
-fn recover(service: &BlueGreenService) {
-    match service.recover() {
+async fn recover(service: &BlueGreenService) {
+    match service.recover().await {
         Ok(report) => {
             for action in &report.actions {
                 tracing::warn!(agent = %action.agent_id, action = %action.action, "recovered");

@@ -55,12 +55,17 @@ impl Setup {
     /// Waits (up to 3 s) until no process runs in the root or names it on its command line,
     /// and none of the pids a fixture recorded in `.pids` exists (not even as a zombie).
     pub fn assert_no_survivors(&self) {
+        self.assert_no_survivors_within(Duration::from_secs(3));
+    }
+
+    /// Like [`Self::assert_no_survivors`] with a custom grace (zero: right now).
+    pub fn assert_no_survivors_within(&self, grace: Duration) {
         let recorded: Vec<i32> = std::fs::read_to_string(self.root().join(".pids"))
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.trim().parse().ok())
             .collect();
-        let deadline = Instant::now() + Duration::from_secs(3);
+        let deadline = Instant::now() + grace;
         loop {
             let mut left = processes_of(self.root());
             left.extend(
@@ -72,7 +77,7 @@ impl Setup {
             if left.is_empty() {
                 return;
             }
-            if Instant::now() > deadline {
+            if Instant::now() >= deadline {
                 panic!("processes of the check survived: {left:#?}");
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -1,0 +1,330 @@
+//! Running the commands: parse, set up logging, load the config, recover, dispatch, print.
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use bluegreen_core::{AgentId, BlueGreenService, Chain, DeployOutcome, DeployRequest, DeploymentId, VerifyRequest};
+use clap::{CommandFactory, Parser};
+use serde_json::Value;
+
+use crate::cli::{Cli, Command, DeployArgs, GlobalArgs, RollbackArgs, VerifyArgs};
+use crate::render::{self, Verbosity};
+use crate::{build_service, exit, json, CliError, Config};
+
+/// What a command produced: its exit code, its JSON document and its human text.
+struct Output {
+    code: u8,
+    json: Value,
+    human: String,
+}
+
+impl Output {
+    fn success(json: Value, human: String) -> Self {
+        Self {
+            code: exit::SUCCESS,
+            json,
+            human,
+        }
+    }
+}
+
+pub(crate) fn run<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(&err, &args),
+    };
+    init_logging(&cli.global);
+
+    if let Command::Completions(completions) = &cli.command {
+        let mut command = Cli::command();
+        clap_complete::generate(completions.shell, &mut command, "bluegreen", &mut std::io::stdout());
+        return exit::SUCCESS;
+    }
+
+    let agent = agent_of(&cli.command).map(str::to_owned);
+    let result = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(execute(&cli)),
+        Err(e) => Err(CliError::Io(format!("cannot start the async runtime: {e}"))),
+    };
+    match result {
+        Ok(output) => {
+            if cli.global.json {
+                print_json(&output.json);
+            } else {
+                print_human(&output.human);
+            }
+            output.code
+        }
+        Err(err) => {
+            if cli.global.json {
+                print_json(&err.to_json(agent.as_deref()));
+            }
+            let mut stderr = anstream::stderr();
+            let _ = stderr.write_all(render::error(&err).as_bytes());
+            err.exit_code()
+        }
+    }
+}
+
+/// Usage errors exit 2 (help and version 0) as clap prints them; with `--json` the
+/// contract's error document also goes to stdout.
+fn usage_error(err: &clap::Error, args: &[OsString]) -> u8 {
+    use clap::error::ErrorKind as K;
+    let informational = matches!(err.kind(), K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand);
+    if !informational && args.iter().any(|a| a == "--json") {
+        let message = err
+            .render()
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or("usage error")
+            .trim_start_matches("error: ")
+            .to_owned();
+        print_json(&json::error_message(&message, bluegreen_core::ErrorKind::BadInput, None));
+    }
+    let _ = err.print();
+    if informational && err.kind() != K::DisplayHelpOnMissingArgumentOrSubcommand {
+        exit::SUCCESS
+    } else {
+        exit::BAD_INPUT
+    }
+}
+
+fn print_json(value: &Value) {
+    let mut stdout = std::io::stdout().lock();
+    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".to_owned());
+    let _ = writeln!(stdout, "{text}");
+    let _ = stdout.flush();
+}
+
+fn print_human(text: &str) {
+    let mut stdout = anstream::stdout();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
+/// Logs go to stderr: warn by default, `-v` info, `-vv` debug, `-q` errors; RUST_LOG wins.
+fn init_logging(global: &GlobalArgs) {
+    use tracing_subscriber::EnvFilter;
+    let level = if global.quiet {
+        "error"
+    } else {
+        match global.verbose {
+            0 => "warn",
+            1 => "info",
+            _ => "debug",
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let ansi = anstream::AutoStream::choice(&std::io::stderr()) != anstream::ColorChoice::Never
+        && std::io::stderr().is_terminal();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+fn agent_of(command: &Command) -> Option<&str> {
+    match command {
+        Command::Deploy(a) => Some(&a.agent_id),
+        Command::Rollback(a) => Some(&a.agent_id),
+        Command::Status(a) => a.agent_id.as_deref(),
+        Command::History(a) => Some(&a.agent_id),
+        Command::Verify(a) => a.agent.as_deref(),
+        _ => None,
+    }
+}
+
+async fn execute(cli: &Cli) -> Result<Output, CliError> {
+    let root = match &cli.global.root {
+        Some(root) => root.clone(),
+        None => std::env::current_dir()
+            .map_err(|e| CliError::Io(format!("cannot read the current directory: {e}")))?,
+    };
+    // The root is checked before the config so a missing root is reported as such.
+    bluegreen_core::paths::canonical_root(&root)?;
+    let config = Config::discover(&root, cli.global.config.as_deref())?;
+    let service = build_service(&root, &config)?;
+
+    // Every command first repairs what a crash interrupted.
+    let recovery = service.recover()?;
+    for action in &recovery.actions {
+        tracing::warn!(agent = %action.agent_id, "recovered: {}", action.action);
+    }
+
+    let verbosity = Verbosity {
+        stages: !cli.global.quiet,
+    };
+    match &cli.command {
+        Command::Deploy(args) => deploy(&service, &config, args, verbosity).await,
+        Command::Rollback(args) => rollback(&service, args, verbosity).await,
+        Command::Status(args) => status(&service, args.agent_id.as_deref()),
+        Command::History(args) => {
+            let deployments = service.history(&args.agent_id)?;
+            Ok(Output::success(
+                json::history(&args.agent_id, &deployments),
+                render::history(&args.agent_id, &deployments),
+            ))
+        }
+        Command::Verify(args) => verify(&service, &config, args, verbosity).await,
+        Command::Recover => Ok(Output::success(json::recover(&recovery), render::recover(&recovery))),
+        Command::Serve(_args) => {
+            // TODO(serve): wire to crate::serve::run once the HTTP server lands.
+            Err(CliError::Io("`bluegreen serve` is not available in this build".into()))
+        }
+        Command::Completions(_) => Err(CliError::Io("completions are handled before a root is opened".into())),
+    }
+}
+
+fn read_code(path: &Path) -> Result<Vec<u8>, CliError> {
+    if path == Path::new("-") {
+        let mut code = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut code)
+            .map_err(|e| CliError::Io(format!("cannot read the code from stdin: {e}")))?;
+        return Ok(code);
+    }
+    std::fs::read(path)
+        .map_err(|e| CliError::BadInput(format!("cannot read code file {}: {e}", path.display())))
+}
+
+/// A chain of named verifiers, for `--verifier NAME` overrides.
+fn named_chain(config: &Config, names: &[String]) -> Result<Chain, CliError> {
+    crate::verifiers::Verifiers::default()
+        .chain(config, names)
+        .map_err(CliError::BadInput)
+}
+
+async fn deploy(
+    service: &BlueGreenService,
+    config: &Config,
+    args: &DeployArgs,
+    verbosity: Verbosity,
+) -> Result<Output, CliError> {
+    let agent = AgentId::new(&args.agent_id)?;
+    let configured = config.agents.get(&agent).and_then(|a| a.file.as_deref());
+    let file = match (args.file.as_deref(), configured) {
+        (Some(given), Some(configured)) => {
+            if service.resolve(given)?.rel != service.resolve(configured)?.rel {
+                return Err(CliError::BadInput(format!(
+                    "--file {given} differs from the file of [agents.{agent}] in the config ({configured})"
+                )));
+            }
+            given
+        }
+        (Some(given), None) => given,
+        (None, Some(configured)) => configured,
+        (None, None) => {
+            return Err(CliError::BadInput(format!(
+                "--file is required (or set `file` under [agents.{agent}] in bluegreen.toml)"
+            )))
+        }
+    };
+    let code = read_code(&args.code_file)?;
+    let chain = if args.no_verify {
+        Some(Chain::new())
+    } else if args.verifiers.is_empty() {
+        None
+    } else {
+        Some(named_chain(config, &args.verifiers)?)
+    };
+    let report = service
+        .deploy(DeployRequest {
+            agent_id: agent.as_str(),
+            code: &code,
+            file_path: Some(file),
+            chain,
+        })
+        .await?;
+    let code_exit = match report.outcome {
+        DeployOutcome::Live => exit::SUCCESS,
+        DeployOutcome::Rejected | DeployOutcome::RolledBack => exit::REJECTED,
+    };
+    Ok(Output {
+        code: code_exit,
+        json: json::deploy(&report),
+        human: render::deploy(&report, &code, verbosity),
+    })
+}
+
+async fn rollback(
+    service: &BlueGreenService,
+    args: &RollbackArgs,
+    verbosity: Verbosity,
+) -> Result<Output, CliError> {
+    let report = service
+        .rollback(&args.agent_id, args.file.as_deref(), args.to.as_deref())
+        .await?;
+    Ok(Output::success(
+        json::rollback(&report),
+        render::rollback(&report, verbosity),
+    ))
+}
+
+fn status(service: &BlueGreenService, agent: Option<&str>) -> Result<Output, CliError> {
+    let mut live = service.active_versions()?;
+    if let Some(agent) = agent {
+        // An agent that never deployed is an error; one with nothing live is an empty answer.
+        service.history(agent)?;
+        live.retain(|id, _| id.as_str() == agent);
+    }
+    Ok(Output::success(json::status(&live), render::status(&live)))
+}
+
+async fn verify(
+    service: &BlueGreenService,
+    config: &Config,
+    args: &VerifyArgs,
+    verbosity: Verbosity,
+) -> Result<Output, CliError> {
+    let path: PathBuf = std::fs::canonicalize(&args.path)
+        .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", args.path.display())))?;
+    if !path.is_file() {
+        return Err(CliError::BadInput(format!("{} is not a file", args.path.display())));
+    }
+    let source = std::fs::read(&path)
+        .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", args.path.display())))?;
+    let agent_id = match &args.agent {
+        Some(agent) => AgentId::new(agent)?,
+        None => agent_from_file(&path),
+    };
+    let names: Vec<String> = if !args.verifiers.is_empty() {
+        args.verifiers.clone()
+    } else {
+        config.chain_of(agent_id.as_str()).to_vec()
+    };
+    let chain = named_chain(config, &names)?;
+    let request = VerifyRequest {
+        staged: path.clone(),
+        target: path.clone(),
+        agent_id,
+        deployment_id: DeploymentId::generate(),
+        root: service.root().to_path_buf(),
+    };
+    let report = chain.run(&request).await;
+    let shown = args.path.display().to_string();
+    Ok(Output {
+        code: if report.passed { exit::SUCCESS } else { exit::REJECTED },
+        json: json::verify(report.passed, &report.outcomes),
+        human: render::verify(&shown, report.passed, &report.outcomes, &source, verbosity),
+    })
+}
+
+/// A stand-in agent id for `verify` (scripts see it as `{agent_id}`): the file's stem when
+/// that is a valid id, else `verify`.
+fn agent_from_file(path: &Path) -> AgentId {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| AgentId::new(s).ok())
+        .or_else(|| AgentId::new("verify").ok())
+        .unwrap_or_else(|| unreachable!("\"verify\" is a valid agent id"))
+}
