@@ -316,3 +316,16 @@ async fn report_shapes() {
     insta::assert_json_snapshot!("rollback", redact(serde_json::to_value(&rollback).unwrap()));
     insta::assert_json_snapshot!("history", redact(serde_json::to_value(&history).unwrap()));
 }
+
+#[tokio::test]
+async fn permissions_of_the_live_file_are_kept() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, _) = service(dir.path(), 20);
+    svc.deploy_hot_swap("alpha", &v(1), T).await.unwrap();
+    let target = dir.path().join(T);
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o750)).unwrap();
+    svc.deploy_hot_swap("alpha", &v(2), T).await.unwrap();
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o750);
+}

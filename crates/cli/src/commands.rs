@@ -156,7 +156,7 @@ async fn execute(cli: &Cli) -> Result<Output, CliError> {
     let service = build_service(&root, &config)?;
 
     // Every command first repairs what a crash interrupted.
-    let recovery = service.recover()?;
+    let recovery = service.recover().await?;
     for action in &recovery.actions {
         tracing::warn!(agent = %action.agent_id, "recovered: {}", action.action);
     }

@@ -14,7 +14,7 @@
 //! # async fn main() -> Result<(), bluegreen::CliError> {
 //! let root = tempfile::tempdir().unwrap();
 //! let service = build_service(root.path(), &Config::default())?;
-//! service.recover()?;
+//! service.recover().await?;
 //! let good = service.deploy_hot_swap("alpha", b"def process_event(e):\n    return e\n", "agents/alpha.py").await?;
 //! assert_eq!(good.outcome, DeployOutcome::Live);
 //! let bad = service.deploy_hot_swap("alpha", b"def process_event(e)\n    return e\n", "agents/alpha.py").await?;

@@ -72,9 +72,14 @@ pub fn resolve_target(root: &Path, raw: &str) -> Result<Target, Error> {
     }
     let path = Path::new(raw);
     let relative: PathBuf = if path.is_absolute() {
-        path.strip_prefix(root)
-            .map(Path::to_path_buf)
-            .map_err(|_| bad("absolute path outside the root".into()))?
+        match path.strip_prefix(root) {
+            Ok(rel) => rel.to_path_buf(),
+            // The caller may spell the root differently (a symlinked or relative --root):
+            // compare canonical forms of the deepest existing ancestor.
+            Err(_) => canonical_prefix(path)
+                .and_then(|p| p.strip_prefix(root).ok().map(Path::to_path_buf))
+                .ok_or_else(|| bad("absolute path outside the root".into()))?,
+        }
     } else {
         path.to_path_buf()
     };
@@ -160,6 +165,23 @@ pub fn resolve_target(root: &Path, raw: &str) -> Result<Target, Error> {
     Ok(target)
 }
 
+/// `path` with its deepest existing ancestor canonicalized (the rest appended as is).
+fn canonical_prefix(path: &Path) -> Option<PathBuf> {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(canon) = existing.canonicalize() {
+            let mut out = canon;
+            for part in rest.iter().rev() {
+                out.push(part);
+            }
+            return Some(out);
+        }
+        rest.push(existing.file_name()?);
+        existing = existing.parent()?;
+    }
+}
+
 /// Checks that `dir` (under the canonical root) has no existing component that is a symlink
 /// leading outside the root. Stores call this before writing under their own directories,
 /// so a planted `backups -> /etc` symlink cannot redirect a write.
@@ -211,6 +233,12 @@ mod tests {
         let abs = root.join("b.py");
         let t = resolve_target(&root, abs.to_str().unwrap()).unwrap();
         assert_eq!(t.rel, "b.py");
+        // The root spelled through a symlink still counts as inside.
+        let alias = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&root, alias.path().join("r")).unwrap();
+        let spelled = alias.path().join("r/new/c.py");
+        let t = resolve_target(&root, spelled.to_str().unwrap()).unwrap();
+        assert_eq!(t.rel, "new/c.py");
     }
 
     #[test]

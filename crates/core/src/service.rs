@@ -291,6 +291,7 @@ impl BlueGreenService {
             begin: &begin,
             code: req.code,
             green: green.as_deref(),
+            green_mode: std::fs::metadata(&target.abs).ok().map(|m| m.permissions()),
             chain: &chain,
         };
         match self.run_deployment(run).await {
@@ -330,6 +331,12 @@ impl BlueGreenService {
             .context(|| format!("creating the directory of {}", d.target.rel))?;
         let staged_file =
             write_new(&staged, d.code).context(|| format!("staging {}", d.begin.staged_path))?;
+        // BLUE keeps GREEN's permissions (an executable or 0600 file stays so).
+        if let Some(mode) = d.green_mode.clone() {
+            staged_file
+                .set_permissions(mode)
+                .context(|| format!("setting the permissions of {}", d.begin.staged_path))?;
+        }
         let staged_sync = tokio::task::spawn_blocking(move || staged_file.sync_all());
         stages.push(timing("stage", true, started));
         self.fault(FaultPoint::AfterStage)?;
@@ -444,10 +451,9 @@ impl BlueGreenService {
         self.inner.store.append(agent, &finish)?;
         self.fault(FaultPoint::AfterRecord)?;
         self.delete_pruned(agent, &plan)?;
-        state
-            .get(&begin.deployment_id)
-            .cloned()
-            .ok_or_else(|| Error::Internal(format!("{} missing from the registry", begin.deployment_id)))
+        state.get(&begin.deployment_id).cloned().ok_or_else(|| {
+            Error::Internal(format!("{} missing from the registry", begin.deployment_id))
+        })
     }
 
     fn record(&self, agent: &AgentId, id: &DeploymentId) -> Result<DeploymentRecord, Error> {
@@ -947,6 +953,7 @@ struct Deployment<'a> {
     begin: &'a Begin,
     code: &'a [u8],
     green: Option<&'a [u8]>,
+    green_mode: Option<std::fs::Permissions>,
     chain: &'a Chain,
 }
 

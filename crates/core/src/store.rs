@@ -361,7 +361,12 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Like [`Store::write_backup`], but durability may be deferred until [`Store::sync`].
-    fn write_backup_deferred(&self, agent: &AgentId, path: &str, bytes: &[u8]) -> Result<(), Error> {
+    fn write_backup_deferred(
+        &self,
+        agent: &AgentId,
+        path: &str,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
         self.write_backup(agent, path, bytes)
     }
 

@@ -114,7 +114,9 @@ impl FsStore {
     pub fn import_log(&self, agent: &AgentId, events: &[Event]) -> Result<(), Error> {
         let path = self.events_path(agent);
         if path.exists() {
-            return Err(Error::Conflict(format!("agent {agent} already has a registry")));
+            return Err(Error::Conflict(format!(
+                "agent {agent} already has a registry"
+            )));
         }
         let mut state = AgentState::default();
         let mut bytes = Vec::new();
@@ -387,7 +389,12 @@ impl Store for FsStore {
         self.append_line(agent, event, false)
     }
 
-    fn write_backup_deferred(&self, agent: &AgentId, path: &str, bytes: &[u8]) -> Result<(), Error> {
+    fn write_backup_deferred(
+        &self,
+        agent: &AgentId,
+        path: &str,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
         let abs = self.backup_abs(path)?;
         let dir = abs.parent().unwrap_or(&self.root);
         create_dir_all_durable(dir).context(|| format!("creating {}", dir.display()))?;
