@@ -51,7 +51,7 @@ pub const STATE_DIR: &str = ".bluegreen";
 const EVENTS: &str = "events.jsonl";
 const LOCK: &str = "lock";
 /// How much of a log's end is read to find its last line before falling back to all of it.
-const TAIL_WINDOW: u64 = 16 * 1024;
+const TAIL_WINDOW: u64 = 4 * 1024;
 
 /// One line of an agent's log.
 #[derive(Debug, Serialize, Deserialize)]
@@ -519,5 +519,102 @@ impl Store for FsStore {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bluegreen_core::store::Begin;
+    use bluegreen_core::{DeploymentId, Status};
+
+    use super::*;
+
+    fn begin(agent: &str, reason_len: usize) -> (DeploymentId, Event, Event) {
+        let id = DeploymentId::generate();
+        let begin = Event::Begin(Begin {
+            deployment_id: id.clone(),
+            timestamp: chrono::Utc::now(),
+            file_path: format!("{agent}.py"),
+            staged_path: format!(".{agent}.py.staged"),
+            sha256: "a".repeat(64),
+            green_sha256: None,
+            backup_path: None,
+            previous: None,
+        });
+        let finish = Event::Finish {
+            deployment_id: id.clone(),
+            status: Status::Live,
+            backup_path: None,
+            reason: Some("r".repeat(reason_len)),
+            pruned: Vec::new(),
+        };
+        (id, begin, finish)
+    }
+
+    #[test]
+    fn tail_reads_agree_with_full_folds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let agent = AgentId::new("a").unwrap();
+        // Lines longer than the tail window force the window to grow.
+        for reason_len in [10, 10_000, 50_000] {
+            let (id, b, f) = begin("a", reason_len);
+            store.append(&agent, &b).unwrap();
+            assert_eq!(store.pending_agents().unwrap(), vec![agent.clone()]);
+            store.append(&agent, &f).unwrap();
+            assert!(store.pending_agents().unwrap().is_empty());
+            let live = store.live_versions().unwrap();
+            assert_eq!(live["a"].deployment_id, id);
+            assert_eq!(
+                store
+                    .load(&agent)
+                    .unwrap()
+                    .unwrap()
+                    .live()
+                    .unwrap()
+                    .deployment_id,
+                id
+            );
+        }
+        // A second store instance (another process) sees the same.
+        let other = FsStore::open(dir.path()).unwrap();
+        assert_eq!(other.load(&agent).unwrap().unwrap().deployments.len(), 3);
+    }
+
+    #[test]
+    fn import_log_writes_a_whole_registry_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let agent = AgentId::new("imported").unwrap();
+        let (id, b, f) = begin("imported", 0);
+        store.import_log(&agent, &[b.clone(), f]).unwrap();
+        assert_eq!(store.live_versions().unwrap()["imported"].deployment_id, id);
+        let err = store.import_log(&agent, &[b]).unwrap_err();
+        assert_eq!(err.kind(), bluegreen_core::ErrorKind::Conflict);
+    }
+
+    #[test]
+    fn nothing_is_written_until_the_first_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        assert!(store.agents().unwrap().is_empty());
+        assert!(store.live_versions().unwrap().is_empty());
+        assert!(store.pending_agents().unwrap().is_empty());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn snapshot_paths_outside_backups_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        for path in [
+            "x.py",
+            "backups/agents/../../x",
+            "/etc/passwd",
+            "backups/agents/a//b",
+        ] {
+            assert!(store.read_backup(path).is_err(), "{path}");
+            assert!(store.remove_backup(path).is_err(), "{path}");
+        }
     }
 }
