@@ -20,14 +20,7 @@ use serde_json::{json, Value};
 pub fn main(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
     let root = workspace_root();
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "-p", "bluegreen", "-p", "xtask"])
-        .current_dir(&root)
-        .status()
-        .map_err(|e| format!("cargo build: {e}"))?;
-    if !status.success() {
-        return Err("release build failed".into());
-    }
+    build_release(&root)?;
     let mut run = Command::new(root.join("target/release/xtask"));
     run.arg("bench-run").current_dir(&root);
     if quick {
@@ -38,6 +31,32 @@ pub fn main(args: &[String]) -> Result<(), String> {
         Ok(())
     } else {
         Err("bench failed".into())
+    }
+}
+
+/// Builds the release `bluegreen` and `xtask` binaries — one build shared by `e2e` and
+/// `bench` (same features, so neither rebuilds the other's artifacts). Fault injection is
+/// compiled in but inert unless `BLUEGREEN_FAULT` is set: e2e kills the binary at each point.
+pub fn build_release(root: &Path) -> Result<(), String> {
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "bluegreen",
+            "-p",
+            "xtask",
+            "--features",
+            "bluegreen/fault-injection",
+        ])
+        .current_dir(root)
+        .status()
+        .map_err(|e| format!("cargo build: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err("release build failed".into())
     }
 }
 
