@@ -477,6 +477,7 @@ fn registry_scale(scratch: &Path, bin: &Path, agents: usize, deps: usize) -> Res
                 status: Status::Live,
                 backup_path: None,
                 reason: None,
+                pruned: Vec::new(),
             });
             previous = Some(id);
         }
