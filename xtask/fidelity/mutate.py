@@ -212,6 +212,60 @@ def await_in_sync_function(rng, text):
     return text[: m.end(2)] + stmt + "\n" + m.group(2) + text[m.end(2):]
 
 
+def global_after_use(rng, text):
+    """Declare a name `global` after the function already used it."""
+    matches = list(re.finditer(r"^([ \t]+)([A-Za-z_]\w*)[ \t]*(?:=|\+=|\()[^\n]*\n", text, re.M))
+    if not matches:
+        return None
+    m = rng.choice(matches)
+    if m.group(2) in ("if", "while", "for", "return", "print", "assert", "del", "yield", "with", "elif", "not", "await", "raise"):
+        return None
+    return text[: m.end()] + m.group(1) + "global " + m.group(2) + "\n" + text[m.end():]
+
+
+def bare_except_first(rng, text):
+    """Turn a typed handler that has a successor into a bare `except:`."""
+    matches = list(re.finditer(r"^([ \t]*)except[ \t]+[^\n:]+:", text, re.M))
+    if not matches:
+        return None
+    m = rng.choice(matches)
+    return text[: m.start()] + m.group(1) + "except:" + text[m.end():]
+
+
+def pep701_fstring(rng, text):
+    """Reuse the outer quote inside an f-string replacement field (valid only from 3.12)."""
+    toks = [t for t in tokens_of(text) if t.type == tokenize.STRING and t.string[:1] in "fF" and "{" in t.string]
+    if not toks:
+        return append_module_line(text, 'x = f"{"nested"}"')
+    tok = rng.choice(toks)
+    quote = tok.string[1]
+    starts = line_starts(text)
+    a = offset_of(starts, *tok.start)
+    b = offset_of(starts, *tok.end)
+    new = tok.string.replace("{", "{" + quote + quote + " + ", 1) if rng.randrange(2) else tok.string.replace("{", "{'\\n' + ", 1)
+    return text[:a] + new + text[b:]
+
+
+def drop_async(rng, text):
+    """`async def` -> `def`: its awaits, async fors and async withs are now misplaced."""
+    matches = list(re.finditer(r"async[ \t]+def\b", text))
+    if not matches:
+        return append_module_line(text, "def _m():\n    await x")
+    m = rng.choice(matches)
+    return text[: m.start()] + "def" + text[m.end():]
+
+
+def retab_block(rng, text):
+    """Re-indent one line with a tab (consistent or not, the ground truth decides)."""
+    lines = text.split("\n")
+    idx = [i for i, l in enumerate(lines) if l.startswith("    ") and l.strip() and not l.lstrip().startswith("#")]
+    if not idx:
+        return None
+    i = rng.choice(idx)
+    lines[i] = "\t" + lines[i][4:]
+    return "\n".join(lines)
+
+
 OPERATORS = [
     drop_colon,
     drop_paren,
@@ -228,6 +282,11 @@ OPERATORS = [
     loop_control_outside,
     duplicate_keyword_argument,
     await_in_sync_function,
+    global_after_use,
+    bare_except_first,
+    pep701_fstring,
+    drop_async,
+    retab_block,
 ]
 
 

@@ -46,8 +46,11 @@ async fn measure_in(
         .canonicalize()
         .map_err(|e| format!("cannot resolve {}: {e}", root.display()))?;
     let deployment_id = DeploymentId::generate();
-    let staged = root.join(format!(".trading_agent_alpha.py.bluegreen-{deployment_id}.staged"));
-    std::fs::write(&staged, agent).map_err(|e| format!("cannot write {}: {e}", staged.display()))?;
+    let staged = root.join(format!(
+        ".trading_agent_alpha.py.bluegreen-{deployment_id}.staged"
+    ));
+    std::fs::write(&staged, agent)
+        .map_err(|e| format!("cannot write {}: {e}", staged.display()))?;
     let req = VerifyRequest {
         staged,
         target: root.join("trading_agent_alpha.py"),
@@ -55,9 +58,13 @@ async fn measure_in(
         deployment_id,
         root: root.clone(),
     };
+    // The interpreter itself, not a launcher such as a pyenv shim (which adds ~250 ms per
+    // cold start here and would flatter the warm/cold ratio).
+    let python = real_python()?;
     let verifier = StartupVerifier::new(
         "startup",
         StartupOptions {
+            python: python.clone(),
             entrypoint: Some("process_event".into()),
             ..StartupOptions::default()
         },
@@ -88,7 +95,7 @@ async fn measure_in(
             return Err(format!("cold check failed: {verdict:?}"));
         }
         let started = Instant::now();
-        let status = std::process::Command::new("python3")
+        let status = std::process::Command::new(&python)
             .args(["-I", "-c", "pass"])
             .status()
             .map_err(|e| format!("cannot run python3: {e}"))?;
@@ -100,6 +107,7 @@ async fn measure_in(
     if verifier.zygote_pid().is_none() {
         return Err("the zygote died during the benchmark".into());
     }
+    let compile_p50 = cpython_compile_ms(&python, &req.staged, checks)?;
     let (warm_p50, warm_p90) = percentiles(&mut warm);
     let (cold_p50, cold_p90) = percentiles(&mut cold);
     let (floor_p50, floor_p90) = percentiles(&mut floor);
@@ -108,23 +116,64 @@ async fn measure_in(
     Ok(json!({
         "section": "startup",
         "quick": quick,
+        "python": python,
         "agent_bytes": agent.len(),
         "checks_per_mode": checks,
         "zygote_start_ms": ms(zygote_start),
         "warm": { "p50_ms": warm_p50, "p90_ms": warm_p90 },
         "cold": { "p50_ms": cold_p50, "p90_ms": cold_p90 },
         "bare_python_spawn": { "p50_ms": floor_p50, "p90_ms": floor_p90 },
+        // Compiling the agent is work no mode can skip: the floor of a warm check.
+        "cpython_compile_in_process_p50_ms": compile_p50,
         "speedup_warm_vs_cold": speedup,
         "target": { "warm_p50_ms_max": TARGET_WARM_MEDIAN_MS, "speedup_min": TARGET_SPEEDUP },
         "meets_target": meets,
         "summary": format!(
             "{} KB agent: warm p50 {warm_p50:.2} ms (p90 {warm_p90:.2}), cold p50 {cold_p50:.1} ms \
-             (p90 {cold_p90:.1}), ×{speedup:.1}; bare python3 -I {floor_p50:.1} ms; target ≤{TARGET_WARM_MEDIAN_MS} ms \
+             (p90 {cold_p90:.1}), ×{speedup:.1}; bare python3 -I {floor_p50:.1} ms; CPython compile() of the agent {compile_p50:.2} ms; target ≤{TARGET_WARM_MEDIAN_MS} ms \
              and ≥×{TARGET_SPEEDUP}: {}",
             agent.len() / 1024,
             if meets { "met" } else { "MISSED" }
         ),
     }))
+}
+
+/// Median time of CPython's own `compile()` of the agent, in-process.
+fn cpython_compile_ms(python: &str, agent: &Path, runs: usize) -> Result<f64, String> {
+    let script = "import sys, time\n\
+                  src = open(sys.argv[1]).read()\n\
+                  t = []\n\
+                  for _ in range(int(sys.argv[2])):\n\
+                  \x20   s = time.perf_counter(); compile(src, sys.argv[1], 'exec'); t.append(time.perf_counter() - s)\n\
+                  t.sort(); print(t[len(t) // 2] * 1e3)\n";
+    let output = std::process::Command::new(python)
+        .args(["-I", "-c", script])
+        .arg(agent)
+        .arg(runs.max(1).to_string())
+        .output()
+        .map_err(|e| format!("cannot run {python}: {e}"))?;
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .map_err(|_| {
+            format!(
+                "compile timing failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )
+        })
+}
+
+/// `sys.executable` of `python3`.
+fn real_python() -> Result<String, String> {
+    let output = std::process::Command::new("python3")
+        .args(["-I", "-c", "import sys; print(sys.executable)"])
+        .output()
+        .map_err(|e| format!("cannot run python3: {e}"))?;
+    let path = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() || path.is_empty() {
+        return Err("python3 does not report sys.executable".into());
+    }
+    Ok(path)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -139,4 +188,17 @@ fn percentiles(samples: &mut [Duration]) -> (f64, f64) {
         samples.get(i).map_or(0.0, |d| ms(*d))
     };
     (at(0.5), at(0.9))
+}
+
+#[cfg(test)]
+mod tests {
+    /// `cargo test -p xtask --release -- --ignored startup_section --nocapture`: this section alone.
+    #[test]
+    #[ignore = "benchmark"]
+    fn startup_section() {
+        let quick = std::env::var_os("BENCH_FULL").is_none();
+        let report = super::run(quick).unwrap();
+        println!("{report:#}");
+        assert!(report["meets_target"].as_bool().unwrap(), "{report:#}");
+    }
 }

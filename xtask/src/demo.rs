@@ -1,5 +1,181 @@
-//! `cargo xtask demo` (placeholder until implemented).
+//! `cargo xtask demo`: the README's first command. Builds the `bluegreen` binary, then in a
+//! scratch root on the embedded default (no config, `syntax` chain): deploys an agent,
+//! deploys a new version, tries a broken one (rejected, with its diagnostic), rolls back,
+//! and shows status and history. Each step's exit code is checked.
+//!
+//! Options: `--keep` leaves the scratch root for exploring (its path is printed).
+//! `BLUEGREEN_BIN` names a prebuilt binary to use instead of building one.
 
-pub fn main(_args: &[String]) -> Result<(), String> {
-    Err("not implemented yet".into())
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const AGENT: &str = "trading_agent_alpha";
+const TARGET: &str = "agents/trading_agent_alpha.py";
+
+pub fn main(args: &[String]) -> Result<(), String> {
+    let keep = match args {
+        [] => false,
+        [flag] if flag == "--keep" => true,
+        other => {
+            return Err(format!(
+                "unexpected arguments {other:?}; usage: cargo xtask demo [--keep]"
+            ))
+        }
+    };
+    let workspace = workspace_root();
+    let bin = match std::env::var_os("BLUEGREEN_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => build(&workspace)?,
+    };
+    run(&workspace, &bin, keep)
+}
+
+/// The demo with a given binary; the scratch root is removed unless `keep` or a step failed.
+fn run(workspace: &Path, bin: &Path, keep: bool) -> Result<(), String> {
+    let root = scratch_root()?;
+    for name in ["alpha_v1.py", "alpha_v2.py", "alpha_broken.py"] {
+        std::fs::copy(workspace.join("fixtures/cli").join(name), root.join(name))
+            .map_err(|e| format!("copying fixture {name}: {e}"))?;
+    }
+    println!("scratch root: {}\n", root.display());
+
+    let result = steps(bin, &root);
+    if keep || result.is_err() {
+        println!(
+            "\nthe scratch root is kept: bluegreen --root {} history {AGENT}",
+            root.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    result
+}
+
+fn steps(bin: &Path, root: &Path) -> Result<(), String> {
+    fn deploy(code: &str) -> Vec<&str> {
+        vec!["deploy", AGENT, "--file", TARGET, "--code-file", code]
+    }
+    step(
+        bin,
+        root,
+        "Deploy version 1 (the syntax check passes, GREEN is empty):",
+        &deploy("alpha_v1.py"),
+        0,
+    )?;
+    step(
+        bin,
+        root,
+        "Deploy version 2 (version 1 is backed up first):",
+        &deploy("alpha_v2.py"),
+        0,
+    )?;
+    step(
+        bin,
+        root,
+        "Deploy a broken version: rejected with a diagnostic, version 2 stays live (exit 1):",
+        &deploy("alpha_broken.py"),
+        1,
+    )?;
+    step(
+        bin,
+        root,
+        "Roll back: version 1 is live again:",
+        &["rollback", AGENT],
+        0,
+    )?;
+    step(bin, root, "Status:", &["status"], 0)?;
+    step(bin, root, "History, newest first:", &["history", AGENT], 0)?;
+    let live = std::fs::read(root.join(TARGET)).map_err(|e| format!("reading {TARGET}: {e}"))?;
+    let v1 =
+        std::fs::read(root.join("alpha_v1.py")).map_err(|e| format!("reading alpha_v1.py: {e}"))?;
+    if live != v1 {
+        return Err(format!("{TARGET} should hold version 1 after the rollback"));
+    }
+    println!("\ndemo finished: every step exited as expected and {TARGET} holds version 1");
+    Ok(())
+}
+
+fn step(bin: &Path, root: &Path, title: &str, args: &[&str], expected: i32) -> Result<(), String> {
+    println!("\n# {title}\n$ bluegreen {}", args.join(" "));
+    let status = Command::new(bin)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .map_err(|e| format!("running {}: {e}", bin.display()))?;
+    match status.code() {
+        Some(code) if code == expected => Ok(()),
+        code => Err(format!(
+            "`bluegreen {}` exited with {code:?}, expected {expected}",
+            args.join(" ")
+        )),
+    }
+}
+
+/// Builds the binary with cargo and returns its path (from cargo's JSON messages, so a
+/// custom CARGO_TARGET_DIR works).
+fn build(workspace: &Path) -> Result<PathBuf, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    println!("building bluegreen (cargo build -p bluegreen) ...");
+    let output = Command::new(cargo)
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "bluegreen",
+            "--bin",
+            "bluegreen",
+            "--message-format=json",
+        ])
+        .current_dir(workspace)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running cargo: {e}"))?;
+    if !output.status.success() {
+        return Err("cargo build -p bluegreen failed".into());
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "bluegreen")
+        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| "cargo did not report the bluegreen executable".into())
+}
+
+fn scratch_root() -> Result<PathBuf, String> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let root = std::env::temp_dir().join(format!("bluegreen-demo-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+    Ok(root)
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `cargo xtask demo` from the README, on the binary `cargo test --workspace` builds
+    /// (target/debug/bluegreen, beside this test's deps/ directory).
+    #[test]
+    fn demo_runs_on_the_built_binary() {
+        let bin = std::env::var_os("BLUEGREEN_BIN")
+            .map(PathBuf::from)
+            .or_else(|| {
+                let exe = std::env::current_exe().ok()?;
+                Some(exe.parent()?.parent()?.join("bluegreen"))
+            });
+        let Some(bin) = bin.filter(|b| b.is_file()) else {
+            eprintln!("skipped: no bluegreen binary built yet (run cargo test --workspace)");
+            return;
+        };
+        run(&workspace_root(), &bin, false).unwrap();
+    }
 }

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
     name = "bluegreen",
     version,
     propagate_version = true,
+    max_term_width = 100,
     after_help = "Examples:\n  \
         bluegreen deploy alpha --file agents/alpha.py --code-file new_alpha.py\n  \
         bluegreen --json status\n  \
@@ -25,6 +26,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// The directory everything is confined to [default: the current directory]
     #[arg(long, global = true, value_name = "DIR")]
@@ -56,7 +58,9 @@ pub enum Command {
         bluegreen rollback trading_agent_alpha --to dep_0190f0a1b2c3d4e5f60718293a4b5c6d")]
     Rollback(RollbackArgs),
     /// Show the live version of every agent (or of one)
-    #[command(after_help = "Example:\n  bluegreen status\n  bluegreen --json status trading_agent_alpha")]
+    #[command(
+        after_help = "Example:\n  bluegreen status\n  bluegreen --json status trading_agent_alpha"
+    )]
     Status(StatusArgs),
     /// Show every deployment of an agent, newest first
     #[command(after_help = "Example:\n  bluegreen history trading_agent_alpha")]
@@ -74,7 +78,9 @@ pub enum Command {
         BLUEGREEN_TOKEN=s3cret bluegreen serve --listen 127.0.0.1:8080")]
     Serve(ServeArgs),
     /// Print a shell completion script
-    #[command(after_help = "Example:\n  bluegreen completions bash > ~/.local/share/bash-completion/completions/bluegreen")]
+    #[command(
+        after_help = "Example:\n  bluegreen completions bash > ~/.local/share/bash-completion/completions/bluegreen"
+    )]
     Completions(CompletionsArgs),
 }
 
@@ -160,8 +166,15 @@ mod tests {
     #[test]
     fn every_command_has_an_example() {
         for sub in Cli::command().get_subcommands() {
-            let help = sub.get_after_help().map(|h| h.to_string()).unwrap_or_default();
-            assert!(help.contains("bluegreen "), "{} has no example", sub.get_name());
+            let help = sub
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                help.contains("bluegreen "),
+                "{} has no example",
+                sub.get_name()
+            );
         }
     }
 }

@@ -4,11 +4,13 @@ use std::ffi::OsString;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
-use bluegreen_core::{AgentId, BlueGreenService, Chain, DeployOutcome, DeployRequest, DeploymentId, VerifyRequest};
+use bluegreen_core::{
+    AgentId, BlueGreenService, Chain, DeployOutcome, DeployRequest, DeploymentId, VerifyRequest,
+};
 use clap::{CommandFactory, Parser};
 use serde_json::Value;
 
-use crate::cli::{Cli, Command, DeployArgs, GlobalArgs, RollbackArgs, VerifyArgs};
+use crate::cli::{Cli, Command, DeployArgs, GlobalArgs, RollbackArgs, ServeArgs, VerifyArgs};
 use crate::render::{self, Verbosity};
 use crate::{build_service, exit, json, CliError, Config};
 
@@ -43,12 +45,20 @@ where
 
     if let Command::Completions(completions) = &cli.command {
         let mut command = Cli::command();
-        clap_complete::generate(completions.shell, &mut command, "bluegreen", &mut std::io::stdout());
+        clap_complete::generate(
+            completions.shell,
+            &mut command,
+            "bluegreen",
+            &mut std::io::stdout(),
+        );
         return exit::SUCCESS;
     }
 
     let agent = agent_of(&cli.command).map(str::to_owned);
-    let result = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let result = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime.block_on(execute(&cli)),
         Err(e) => Err(CliError::Io(format!("cannot start the async runtime: {e}"))),
     };
@@ -76,7 +86,10 @@ where
 /// contract's error document also goes to stdout.
 fn usage_error(err: &clap::Error, args: &[OsString]) -> u8 {
     use clap::error::ErrorKind as K;
-    let informational = matches!(err.kind(), K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand);
+    let informational = matches!(
+        err.kind(),
+        K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand
+    );
     if !informational && args.iter().any(|a| a == "--json") {
         let message = err
             .render()
@@ -86,7 +99,11 @@ fn usage_error(err: &clap::Error, args: &[OsString]) -> u8 {
             .unwrap_or("usage error")
             .trim_start_matches("error: ")
             .to_owned();
-        print_json(&json::error_message(&message, bluegreen_core::ErrorKind::BadInput, None));
+        print_json(&json::error_message(
+            &message,
+            bluegreen_core::ErrorKind::BadInput,
+            None,
+        ));
     }
     let _ = err.print();
     if informational && err.kind() != K::DisplayHelpOnMissingArgumentOrSubcommand {
@@ -176,12 +193,14 @@ async fn execute(cli: &Cli) -> Result<Output, CliError> {
             ))
         }
         Command::Verify(args) => verify(&service, &config, args, verbosity).await,
-        Command::Recover => Ok(Output::success(json::recover(&recovery), render::recover(&recovery))),
-        Command::Serve(_args) => {
-            // TODO(serve): wire to crate::serve::run once the HTTP server lands.
-            Err(CliError::Io("`bluegreen serve` is not available in this build".into()))
-        }
-        Command::Completions(_) => Err(CliError::Io("completions are handled before a root is opened".into())),
+        Command::Recover => Ok(Output::success(
+            json::recover(&recovery),
+            render::recover(&recovery),
+        )),
+        Command::Serve(args) => serve(service.clone(), args).await,
+        Command::Completions(_) => Err(CliError::Io(
+            "completions are handled before a root is opened".into(),
+        )),
     }
 }
 
@@ -289,13 +308,16 @@ async fn verify(
     let path: PathBuf = std::fs::canonicalize(&args.path)
         .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", args.path.display())))?;
     if !path.is_file() {
-        return Err(CliError::BadInput(format!("{} is not a file", args.path.display())));
+        return Err(CliError::BadInput(format!(
+            "{} is not a file",
+            args.path.display()
+        )));
     }
     let source = std::fs::read(&path)
         .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", args.path.display())))?;
     let agent_id = match &args.agent {
         Some(agent) => AgentId::new(agent)?,
-        None => agent_from_file(&path),
+        None => agent_from_file(&path)?,
     };
     let names: Vec<String> = if !args.verifiers.is_empty() {
         args.verifiers.clone()
@@ -313,7 +335,11 @@ async fn verify(
     let report = chain.run(&request).await;
     let shown = args.path.display().to_string();
     Ok(Output {
-        code: if report.passed { exit::SUCCESS } else { exit::REJECTED },
+        code: if report.passed {
+            exit::SUCCESS
+        } else {
+            exit::REJECTED
+        },
         json: json::verify(report.passed, &report.outcomes),
         human: render::verify(&shown, report.passed, &report.outcomes, &source, verbosity),
     })
@@ -321,10 +347,36 @@ async fn verify(
 
 /// A stand-in agent id for `verify` (scripts see it as `{agent_id}`): the file's stem when
 /// that is a valid id, else `verify`.
-fn agent_from_file(path: &Path) -> AgentId {
-    path.file_stem()
+fn agent_from_file(path: &Path) -> Result<AgentId, CliError> {
+    let stem = path
+        .file_stem()
         .and_then(|s| s.to_str())
-        .and_then(|s| AgentId::new(s).ok())
-        .or_else(|| AgentId::new("verify").ok())
-        .unwrap_or_else(|| unreachable!("\"verify\" is a valid agent id"))
+        .unwrap_or_default();
+    Ok(AgentId::new(stem).or_else(|_| AgentId::new("verify"))?)
+}
+
+async fn serve(service: BlueGreenService, args: &ServeArgs) -> Result<Output, CliError> {
+    use crate::serve::{resolve_token, ServeError, ServeOptions};
+    let listen = args.listen.parse().map_err(|e| {
+        CliError::BadInput(format!(
+            "--listen {:?} is not an address such as 127.0.0.1:8080: {e}",
+            args.listen
+        ))
+    })?;
+    let as_cli_error = |e: ServeError| match e.exit_code() {
+        exit::BAD_INPUT => CliError::BadInput(e.to_string()),
+        _ => CliError::Io(e.to_string()),
+    };
+    let options = ServeOptions {
+        token: resolve_token(args.token_file.as_deref()).map_err(as_cli_error)?,
+        insecure_loopback: args.insecure_loopback,
+        ..ServeOptions::new(listen)
+    };
+    crate::serve::run(service, options)
+        .await
+        .map_err(as_cli_error)?;
+    Ok(Output::success(
+        serde_json::json!({ "status": "stopped" }),
+        String::new(),
+    ))
 }

@@ -152,7 +152,8 @@ impl Config {
                 if !candidate.exists() {
                     return Ok(Self::default());
                 }
-                candidate
+                // Named relative to the root in messages, like every other path.
+                return Self::load_named(&candidate, Path::new(FILE_NAME));
             }
         };
         Self::load(&path)
@@ -160,11 +161,17 @@ impl Config {
 
     /// Reads and validates one file.
     pub fn load(path: &Path) -> Result<Self, LoadError> {
+        Self::load_named(path, path)
+    }
+
+    fn load_named(path: &Path, shown: &Path) -> Result<Self, LoadError> {
         let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-            path: path.to_path_buf(),
+            path: shown.to_path_buf(),
             source,
         })?;
-        Ok(Self::parse(path, &text)?)
+        let mut config = Self::parse(shown, &text)?;
+        config.path = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Parses and validates config text (`path` is only used in error messages).
@@ -447,7 +454,12 @@ impl Validator<'_> {
                     format!(
                         "unknown verifier {:?} in chain; defined: {}",
                         name.get_ref(),
-                        config.verifiers.keys().cloned().collect::<Vec<_>>().join(", ")
+                        config
+                            .verifiers
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ));
             }
@@ -511,7 +523,10 @@ chain = ["syntax", "startup", "tests"]
         .unwrap();
         assert_eq!(config.limits.lock_timeout, Duration::from_secs(30));
         assert_eq!(config.default_chain, ["syntax", "startup"]);
-        assert_eq!(config.chain_of("trading_agent_alpha"), ["syntax", "startup", "tests"]);
+        assert_eq!(
+            config.chain_of("trading_agent_alpha"),
+            ["syntax", "startup", "tests"]
+        );
         assert_eq!(config.chain_of("other"), ["syntax", "startup"]);
         assert_eq!(
             config.verifiers["startup"].timeout,
@@ -543,7 +558,9 @@ chain = ["syntax", "startup", "tests"]
             let err = parse(text).unwrap_err();
             assert_eq!((err.line, err.column), (line, column), "{text:?}: {err}");
             assert!(err.message.contains(needle), "{text:?}: {err}");
-            assert!(err.to_string().starts_with(&format!("bluegreen.toml:{line}:{column}: ")));
+            assert!(err
+                .to_string()
+                .starts_with(&format!("bluegreen.toml:{line}:{column}: ")));
         }
     }
 }

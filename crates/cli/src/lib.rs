@@ -29,6 +29,7 @@ pub mod config;
 pub mod exit;
 pub mod json;
 pub mod render;
+pub mod serve;
 pub mod verifiers;
 
 use std::ffi::OsString;
@@ -37,6 +38,11 @@ use std::path::Path;
 use bluegreen_core::{BlueGreenService, ErrorKind};
 
 pub use config::Config;
+
+/// The README's Rust examples, compiled and run as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
 
 /// Why a command failed (as opposed to a deployment being rejected, which is a result).
 #[derive(Debug, thiserror::Error)]

@@ -56,7 +56,12 @@ fn verifier_lines(out: &mut String, outcomes: &[VerifierOutcome]) {
 }
 
 /// Stage lines with each verifier under the stage that ran it.
-fn stages(out: &mut String, report_stages: &[StageTiming], verification: &[VerifierOutcome], health: &[VerifierOutcome]) {
+fn stages(
+    out: &mut String,
+    report_stages: &[StageTiming],
+    verification: &[VerifierOutcome],
+    health: &[VerifierOutcome],
+) {
     for stage in report_stages {
         stage_line(out, stage);
         match stage.stage {
@@ -75,22 +80,29 @@ pub fn diagnostics(out: &mut String, path: &str, source: &[u8], outcomes: &[Veri
             let _ = writeln!(out, "{BOLD}{path}{BOLD:#}: {}: failed", outcome.verifier);
         }
         for diagnostic in &outcome.diagnostics {
-            diagnostic_block(out, path, &text, &outcome.verifier, diagnostic);
+            diagnostic_block(out, path, &text, diagnostic);
         }
     }
 }
 
-fn diagnostic_block(out: &mut String, path: &str, text: &str, verifier: &str, d: &Diagnostic) {
-    let message = d.message.trim_end();
+fn diagnostic_block(out: &mut String, path: &str, text: &str, d: &Diagnostic) {
+    // Multi-line messages (a script's stderr) keep their first line on the header.
+    let mut lines = d.message.trim_end().lines();
+    let message = lines.next().unwrap_or_default();
+    let location = if d.line == 0 {
+        format!("{path}:")
+    } else {
+        format!("{path}:{}:{}:", d.line, d.column)
+    };
+    // Exactly `path:line:col: message`, the format editors and CI annotators parse; the
+    // verifier is named on its own line above.
+    let _ = writeln!(out, "{BOLD}{location}{BOLD:#} {message}");
+    for more in lines {
+        let _ = writeln!(out, "    {more}");
+    }
     if d.line == 0 {
-        let _ = writeln!(out, "{BOLD}{path}:{BOLD:#} {message} {DIM}[{verifier}]{DIM:#}");
         return;
     }
-    let _ = writeln!(
-        out,
-        "{BOLD}{path}:{}:{}:{BOLD:#} {message} {DIM}[{verifier}]{DIM:#}",
-        d.line, d.column
-    );
     let Some(line_text) = text.lines().nth(d.line as usize - 1) else {
         return;
     };
@@ -116,7 +128,12 @@ fn diagnostic_block(out: &mut String, path: &str, text: &str, verifier: &str, d:
 pub fn deploy(report: &DeployReport, code: &[u8], verbosity: Verbosity) -> String {
     let mut out = String::new();
     if verbosity.stages {
-        stages(&mut out, &report.stages, &report.verification, &report.health);
+        stages(
+            &mut out,
+            &report.stages,
+            &report.verification,
+            &report.health,
+        );
     }
     diagnostics(&mut out, &report.file_path, code, &report.verification);
     diagnostics(&mut out, &report.file_path, code, &report.health);
@@ -129,16 +146,17 @@ pub fn deploy(report: &DeployReport, code: &[u8], verbosity: Verbosity) -> Strin
             report.file_path,
             short(&report.meta.sha256)
         ),
+        // The diagnostics above say why; the result line names who said no.
         DeployOutcome::Rejected => writeln!(
             out,
             "{BAD}rejected{BAD:#} {agent} {id}: {}; {} unchanged",
-            report.error.as_deref().unwrap_or("verification failed"),
+            failed("verifier", &report.verification),
             report.file_path
         ),
         DeployOutcome::RolledBack => writeln!(
             out,
             "{BAD}rolled back{BAD:#} {agent} {id}: {}; the previous version of {} is live again",
-            report.error.as_deref().unwrap_or("health check failed"),
+            failed("health check", &report.health),
             report.file_path
         ),
     };
@@ -173,7 +191,12 @@ pub fn status(live: &BTreeMap<AgentId, DeploymentRecord>) -> String {
     if live.is_empty() {
         return "no live agents\n".to_owned();
     }
-    let width = live.keys().map(|a| a.as_str().len()).max().unwrap_or(5).max(5);
+    let width = live
+        .keys()
+        .map(|a| a.as_str().len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     let mut out = format!(
         "{BOLD}{:<width$}  {:<36}  {:<24}  {:<12}  FILE{BOLD:#}\n",
         "AGENT", "DEPLOYMENT", "SINCE", "SHA256"
@@ -193,7 +216,10 @@ pub fn status(live: &BTreeMap<AgentId, DeploymentRecord>) -> String {
 }
 
 pub fn history(agent: &str, deployments: &[DeploymentRecord]) -> String {
-    let mut out = format!("{BOLD}{agent}{BOLD:#}: {} deployment(s), newest first\n", deployments.len());
+    let mut out = format!(
+        "{BOLD}{agent}{BOLD:#}: {} deployment(s), newest first\n",
+        deployments.len()
+    );
     for record in deployments {
         let style = match record.status {
             Status::Live => OK,
@@ -217,7 +243,13 @@ pub fn history(agent: &str, deployments: &[DeploymentRecord]) -> String {
     out
 }
 
-pub fn verify(path: &str, passed: bool, outcomes: &[VerifierOutcome], source: &[u8], verbosity: Verbosity) -> String {
+pub fn verify(
+    path: &str,
+    passed: bool,
+    outcomes: &[VerifierOutcome],
+    source: &[u8],
+    verbosity: Verbosity,
+) -> String {
     let mut out = String::new();
     if verbosity.stages {
         verifier_lines(&mut out, outcomes);
@@ -245,6 +277,20 @@ pub fn recover(report: &RecoveryReport) -> String {
     out
 }
 
+/// "verifier `tests` failed" (every failed one, in chain order).
+fn failed(what: &str, outcomes: &[VerifierOutcome]) -> String {
+    let names: Vec<String> = outcomes
+        .iter()
+        .filter(|o| !o.passed)
+        .map(|o| format!("`{}`", o.verifier))
+        .collect();
+    if names.is_empty() {
+        format!("{what} failed")
+    } else {
+        format!("{what} {} failed", names.join(", "))
+    }
+}
+
 fn short(sha: &str) -> &str {
     sha.get(..12).unwrap_or(sha)
 }
@@ -260,7 +306,11 @@ fn timestamp(record: &DeploymentRecord) -> String {
 pub fn error(err: &crate::CliError) -> String {
     let mut out = format!("{BAD}error:{BAD:#} {err}\n");
     if let crate::CliError::Config(config) = err {
-        if let Some(line_text) = config.source_text.lines().nth(config.line.saturating_sub(1)) {
+        if let Some(line_text) = config
+            .source_text
+            .lines()
+            .nth(config.line.saturating_sub(1))
+        {
             // Column counts characters; rebuild the byte span within the line.
             let start = line_text
                 .char_indices()

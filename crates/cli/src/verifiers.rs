@@ -47,7 +47,12 @@ impl Verifiers {
         let spec = config.verifiers.get(name).ok_or_else(|| {
             format!(
                 "unknown verifier {name:?}; configured: {}",
-                config.verifiers.keys().cloned().collect::<Vec<_>>().join(", ")
+                config
+                    .verifiers
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })?;
         let verifier = build(spec, config).map_err(|(_, message)| message)?;
@@ -186,7 +191,10 @@ impl<V: Verifier> Verifier for WithTimeout<V> {
     async fn verify(&self, req: &VerifyRequest) -> Verdict {
         match tokio::time::timeout(self.limit, self.inner.verify(req)).await {
             Ok(verdict) => verdict,
-            Err(_) => Verdict::fail_msg(format!("timed out after {}", humantime::format_duration(self.limit))),
+            Err(_) => Verdict::fail_msg(format!(
+                "timed out after {}",
+                humantime::format_duration(self.limit)
+            )),
         }
     }
 }

@@ -25,7 +25,7 @@ struct TestServer {
     addr: SocketAddr,
     root: tempfile::TempDir,
     signals: tokio::sync::mpsc::Sender<&'static str>,
-    done: std_mpsc::Receiver<Result<(), ServeError>>,
+    done: Mutex<std_mpsc::Receiver<Result<(), ServeError>>>,
     http: ureq::Agent,
 }
 
@@ -90,7 +90,7 @@ fn start(setup: Setup) -> TestServer {
         addr,
         root,
         signals,
-        done,
+        done: Mutex::new(done),
         http,
     }
 }
@@ -146,7 +146,11 @@ impl TestServer {
     }
 
     fn finished(&self) -> Result<(), ServeError> {
-        self.done.recv_timeout(Duration::from_secs(60)).unwrap()
+        self.done
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap()
     }
 }
 
@@ -187,7 +191,12 @@ fn healthz_is_the_only_open_route_and_tokens_are_checked() {
     assert_eq!(health.status, 200);
     assert_eq!(health.body, json!({"status": "ok"}));
 
-    for path in ["/api/v1/agents", "/metrics", "/api/v1/agents/a/history", "/nope"] {
+    for path in [
+        "/api/v1/agents",
+        "/metrics",
+        "/api/v1/agents/a/history",
+        "/nope",
+    ] {
         for auth in [
             None,
             Some("Bearer wrong-token"),
@@ -207,11 +216,15 @@ fn healthz_is_the_only_open_route_and_tokens_are_checked() {
             .unwrap(),
     );
     assert_error(&post, 401, "unauthorized");
-    assert!(!s.root.path().join("a.py").exists(), "a refused request changed nothing");
+    assert!(
+        !s.root.path().join("a.py").exists(),
+        "a refused request changed nothing"
+    );
 
     assert_eq!(s.get("/api/v1/agents").status, 200);
     assert_eq!(
-        s.get_as("/api/v1/agents", Some(&format!("bearer {TOKEN}"))).status,
+        s.get_as("/api/v1/agents", Some(&format!("bearer {TOKEN}")))
+            .status,
         200
     );
     assert_error(&s.get("/nope"), 404, "not_found");
@@ -227,7 +240,10 @@ fn prototype_hotswap_deploys_rejects_and_refuses_like_the_contract_says() {
     assert_eq!(ok.body["file_path"], "agents/alpha.py");
     assert_eq!(ok.body["meta"]["status"], "LIVE");
     assert_eq!(ok.body["meta"]["deployment_id"], ok.body["deployment_id"]);
-    assert!(ok.body["deployment_id"].as_str().unwrap().starts_with("dep_"));
+    assert!(ok.body["deployment_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("dep_"));
     assert_eq!(ok.body["verification"][0]["verifier"], "syntax");
     assert_eq!(ok.body["verification"][0]["passed"], true);
     let stages: Vec<&str> = ok.body["stages"]
@@ -236,7 +252,10 @@ fn prototype_hotswap_deploys_rejects_and_refuses_like_the_contract_says() {
         .iter()
         .map(|s| s["stage"].as_str().unwrap())
         .collect();
-    assert!(stages.contains(&"verify") && stages.contains(&"cutover"), "{stages:?}");
+    assert!(
+        stages.contains(&"verify") && stages.contains(&"cutover"),
+        "{stages:?}"
+    );
     assert_eq!(s.file("agents/alpha.py"), V1);
 
     let rejected = s.hotswap("trading_agent_alpha", BROKEN, "agents/alpha.py");
@@ -260,20 +279,45 @@ fn prototype_hotswap_deploys_rejects_and_refuses_like_the_contract_says() {
 
     // Bad input: 400, nothing changes.
     for (body, why) in [
-        (json!({"agent_id": "../evil", "code": V1, "file_path": "x.py"}), "agent id"),
-        (json!({"agent_id": "", "code": V1, "file_path": "x.py"}), "empty agent id"),
-        (json!({"agent_id": "gamma", "code": V1, "file_path": "../outside.py"}), "traversal"),
-        (json!({"agent_id": "gamma", "code": V1, "file_path": "/etc/passwd"}), "absolute outside"),
-        (json!({"agent_id": "gamma", "code": V1}), "missing file_path"),
-        (json!({"agent_id": "gamma", "file_path": "g.py"}), "missing code"),
-        (json!({"agent_id": "gamma", "code": 7, "file_path": "g.py"}), "code not a string"),
+        (
+            json!({"agent_id": "../evil", "code": V1, "file_path": "x.py"}),
+            "agent id",
+        ),
+        (
+            json!({"agent_id": "", "code": V1, "file_path": "x.py"}),
+            "empty agent id",
+        ),
+        (
+            json!({"agent_id": "gamma", "code": V1, "file_path": "../outside.py"}),
+            "traversal",
+        ),
+        (
+            json!({"agent_id": "gamma", "code": V1, "file_path": "/etc/passwd"}),
+            "absolute outside",
+        ),
+        (
+            json!({"agent_id": "gamma", "code": V1}),
+            "missing file_path",
+        ),
+        (
+            json!({"agent_id": "gamma", "file_path": "g.py"}),
+            "missing code",
+        ),
+        (
+            json!({"agent_id": "gamma", "code": 7, "file_path": "g.py"}),
+            "code not a string",
+        ),
         (json!(["not", "an", "object"]), "not an object"),
     ] {
         let a = s.post("/api/v1/dev/hotswap", body);
         assert_error(&a, 400, "bad_input");
         assert!(!a.body["error"].as_str().unwrap().is_empty(), "{why}");
     }
-    assert_error(&s.post_raw("/api/v1/dev/hotswap", b"{not json"), 400, "bad_input");
+    assert_error(
+        &s.post_raw("/api/v1/dev/hotswap", b"{not json"),
+        400,
+        "bad_input",
+    );
     assert_error(&s.post_raw("/api/v1/dev/hotswap", b""), 400, "bad_input");
     assert!(!s.root.path().join("g.py").exists());
     assert!(!s.root.path().parent().unwrap().join("outside.py").exists());
@@ -325,7 +369,10 @@ fn restful_routes_deploy_list_history_and_roll_back() {
     assert_eq!(history.body["agent_id"], "alpha");
     let deployments = history.body["deployments"].as_array().unwrap();
     assert_eq!(deployments.len(), 2);
-    assert_eq!(deployments[0]["deployment_id"], second.body["deployment_id"]);
+    assert_eq!(
+        deployments[0]["deployment_id"],
+        second.body["deployment_id"]
+    );
     assert_eq!(deployments[0]["status"], "LIVE");
     assert_eq!(deployments[1]["status"], "SUPERSEDED");
 
@@ -334,7 +381,10 @@ fn restful_routes_deploy_list_history_and_roll_back() {
     assert_eq!(rolled.status, 200, "{}", rolled.body);
     assert_eq!(rolled.body["status"], "success");
     assert_eq!(rolled.body["deployment_id"], first.body["deployment_id"]);
-    assert_eq!(rolled.body["rolled_back"]["deployment_id"], second.body["deployment_id"]);
+    assert_eq!(
+        rolled.body["rolled_back"]["deployment_id"],
+        second.body["deployment_id"]
+    );
     assert_eq!(s.file("agents/alpha.py"), V1);
 
     // Nothing before the first version: conflict, nothing changes.
@@ -355,18 +405,32 @@ fn restful_routes_deploy_list_history_and_roll_back() {
         "bad_input",
     );
     assert_error(
-        &s.post("/api/v1/agents/alpha/rollback", json!({"file_path": "agents/x.py"})),
+        &s.post(
+            "/api/v1/agents/alpha/rollback",
+            json!({"file_path": "agents/x.py"}),
+        ),
         409,
         "conflict",
     );
-    assert_error(&s.post_raw("/api/v1/agents/alpha/rollback", b"[1"), 400, "bad_input");
+    assert_error(
+        &s.post_raw("/api/v1/agents/alpha/rollback", b"[1"),
+        400,
+        "bad_input",
+    );
 
     // Unknown agents: 404; hostile ids: 400.
-    assert_error(&s.post("/api/v1/agents/nobody/rollback", json!({})), 404, "not_found");
+    assert_error(
+        &s.post("/api/v1/agents/nobody/rollback", json!({})),
+        404,
+        "not_found",
+    );
     assert_error(&s.get("/api/v1/agents/nobody/history"), 404, "not_found");
     assert_error(&s.get("/api/v1/agents/..%2Fetc/history"), 400, "bad_input");
     assert_error(
-        &s.post("/api/v1/agents/bad%20id/deployments", json!({"code": V1, "file_path": "b.py"})),
+        &s.post(
+            "/api/v1/agents/bad%20id/deployments",
+            json!({"code": V1, "file_path": "b.py"}),
+        ),
         400,
         "bad_input",
     );
@@ -403,8 +467,14 @@ fn metrics_count_deployments_rollbacks_and_durations() {
     assert_eq!(s.hotswap("alpha", V2, "alpha.py").status, 200);
     assert_eq!(s.hotswap("alpha", BROKEN, "alpha.py").status, 422);
     assert_eq!(s.hotswap("beta", V1, "beta.py").status, 200);
-    assert_eq!(s.post("/api/v1/agents/alpha/rollback", json!({})).status, 200);
-    assert_eq!(s.post("/api/v1/agents/beta/rollback", json!({})).status, 409);
+    assert_eq!(
+        s.post("/api/v1/agents/alpha/rollback", json!({})).status,
+        200
+    );
+    assert_eq!(
+        s.post("/api/v1/agents/beta/rollback", json!({})).status,
+        409
+    );
 
     let mut req = s.http.get(s.url("/metrics"));
     req = req.header("Authorization", format!("Bearer {TOKEN}"));
@@ -429,7 +499,10 @@ fn metrics_count_deployments_rollbacks_and_durations() {
         "# TYPE bluegreen_verifier_duration_seconds histogram",
         "# TYPE bluegreen_deployments_in_flight gauge",
     ] {
-        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
     }
     assert!(text.contains("bluegreen_http_requests_total{code=\"200\"}"));
 }
@@ -520,16 +593,25 @@ fn same_agent_deployments_are_serialized_and_all_succeed() {
         })
         .collect();
     let ids: Vec<String> = clients.into_iter().map(|c| c.join().unwrap()).collect();
-    assert_eq!(counts.max_per_agent.load(Ordering::SeqCst), 1, "one at a time per agent");
+    assert_eq!(
+        counts.max_per_agent.load(Ordering::SeqCst),
+        1,
+        "one at a time per agent"
+    );
 
     let history = s.get("/api/v1/agents/alpha/history");
     let deployments = history.body["deployments"].as_array().unwrap();
     assert_eq!(deployments.len(), 6);
-    let live: Vec<&Value> = deployments.iter().filter(|d| d["status"] == "LIVE").collect();
+    let live: Vec<&Value> = deployments
+        .iter()
+        .filter(|d| d["status"] == "LIVE")
+        .collect();
     assert_eq!(live.len(), 1);
     assert_eq!(deployments[0]["status"], "LIVE", "the newest is live");
     for id in &ids {
-        assert!(deployments.iter().any(|d| d["deployment_id"] == id.as_str()));
+        assert!(deployments
+            .iter()
+            .any(|d| d["deployment_id"] == id.as_str()));
     }
     // The live file holds the live deployment's bytes.
     let live_sha = live[0]["sha256"].as_str().unwrap();
@@ -669,7 +751,10 @@ fn shutdown_lets_a_running_deployment_finish_and_stops_accepting() {
     assert!(refused, "still accepting connections while draining");
     assert_eq!(s.staged_files(), 1);
     release.add_permits(1);
-    let a = client.join().unwrap().expect("the in-flight request is answered");
+    let a = client
+        .join()
+        .unwrap()
+        .expect("the in-flight request is answered");
     assert_eq!(a.status, 200, "{}", a.body);
     assert!(s.finished().is_ok());
     assert_eq!(s.file("agents/alpha.py"), V2);
@@ -718,7 +803,10 @@ fn a_second_signal_cancels_the_running_deployment_and_recovers() {
     s.shutdown("SIGINT");
     assert!(matches!(s.finished(), Err(ServeError::Aborted("SIGINT"))));
     assert_eq!(s.file("agents/alpha.py"), V1, "GREEN stays live");
-    assert_eq!(leftovers(&s.root.path().join("agents"), "alpha.py"), Vec::<String>::new());
+    assert_eq!(
+        leftovers(&s.root.path().join("agents"), "alpha.py"),
+        Vec::<String>::new()
+    );
     let deployments = history(s.root.path(), "alpha");
     assert_eq!(deployments[0]["status"], "ABORTED");
     assert_eq!(deployments[1]["status"], "LIVE");
@@ -739,7 +827,10 @@ fn the_grace_period_bounds_the_wait_then_cancels_and_recovers() {
         Err(ServeError::GraceExpired { running: 1, .. })
     ));
     assert_eq!(s.file("agents/alpha.py"), V1);
-    assert_eq!(leftovers(&s.root.path().join("agents"), "alpha.py"), Vec::<String>::new());
+    assert_eq!(
+        leftovers(&s.root.path().join("agents"), "alpha.py"),
+        Vec::<String>::new()
+    );
     assert_eq!(history(s.root.path(), "alpha")[0]["status"], "ABORTED");
 }
 
@@ -766,15 +857,17 @@ fn a_client_hanging_up_does_not_cut_a_deployment_short() {
     started.recv_timeout(Duration::from_secs(10)).unwrap();
     release.add_permits(1);
     // The deployment still completes (poll the registry; bounded).
-    let mut status = Value::Null;
+    // (A deployment in flight is not in the history yet.)
+    let mut deployments = Value::Null;
     for _ in 0..500 {
-        status = s.get("/api/v1/agents/alpha/history").body["deployments"][0]["status"].clone();
-        if status == "LIVE" {
+        deployments = s.get("/api/v1/agents/alpha/history").body["deployments"].clone();
+        if deployments.as_array().unwrap().len() == 2 {
             break;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(status, "LIVE");
+    assert_eq!(deployments[0]["status"], "LIVE", "{deployments}");
+    assert_eq!(deployments[1]["status"], "SUPERSEDED", "{deployments}");
     assert_eq!(s.file("agents/alpha.py"), V2);
 }
 
@@ -784,4 +877,54 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+#[test]
+fn a_cli_deploy_of_the_same_agent_waits_for_the_http_deployment() {
+    let (gate, started, release) = gate();
+    let s = Arc::new(start(Setup {
+        chain: Chain::new().with(gate),
+        ..Setup::default()
+    }));
+    let client = deploy_into_gate(&s, &started, &release);
+    // The HTTP deployment of V2 holds alpha's lock (it is inside its verification).
+    let code_file = s.root.path().join("v3.py");
+    std::fs::write(&code_file, "VERSION = 3\n").unwrap();
+    let mut cli = std::process::Command::new(assert_cmd::cargo::cargo_bin("bluegreen"))
+        .arg("--root")
+        .arg(s.root.path())
+        .args([
+            "deploy",
+            "alpha",
+            "--file",
+            "agents/alpha.py",
+            "--no-verify",
+            "--code-file",
+        ])
+        .arg(&code_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While the HTTP deployment is held, the CLI must not finish (it waits for the lock).
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        cli.try_wait().unwrap().is_none(),
+        "the CLI deploy did not wait its turn"
+    );
+    assert_eq!(s.file("agents/alpha.py"), V1);
+    release.add_permits(1);
+    let a = client.join().unwrap().expect("answered");
+    assert_eq!(a.status, 200, "{}", a.body);
+    let out = cli.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.file("agents/alpha.py"), "VERSION = 3\n");
+    let deployments = s.get("/api/v1/agents/alpha/history").body["deployments"].clone();
+    assert_eq!(deployments[0]["status"], "LIVE");
+    assert_eq!(deployments[1]["deployment_id"], a.body["deployment_id"]);
+    assert_eq!(deployments[1]["status"], "SUPERSEDED");
 }

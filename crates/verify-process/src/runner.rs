@@ -607,9 +607,14 @@ mod tests {
              signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)' {marker} & wait"
         );
         let started = Instant::now();
-        let out = run(spec(&script, &cwd, None), Duration::from_millis(500), 1024, false)
-            .await
-            .unwrap();
+        let out = run(
+            spec(&script, &cwd, None),
+            Duration::from_millis(500),
+            1024,
+            false,
+        )
+        .await
+        .unwrap();
         assert_eq!(out.exit, None);
         assert!(started.elapsed() < Duration::from_millis(1500));
         // Reaped before `run` returned: nothing left, not even a zombie.
@@ -621,9 +626,14 @@ mod tests {
         let cwd = std::env::temp_dir();
         let marker = marker("grandchild");
         let script = format!("python3 -c 'import time; time.sleep(300)' {marker} & echo started");
-        let out = run(spec(&script, &cwd, None), Duration::from_secs(10), 1024, false)
-            .await
-            .unwrap();
+        let out = run(
+            spec(&script, &cwd, None),
+            Duration::from_secs(10),
+            1024,
+            false,
+        )
+        .await
+        .unwrap();
         assert_eq!(out.exit, Some(Exit::Code(0)));
         assert_eq!(out.stdout.tail, b"started\n");
         assert_eq!(with_marker(&marker), Vec::<String>::new());
@@ -634,7 +644,12 @@ mod tests {
         let cwd = std::env::temp_dir();
         let marker = marker("drop");
         let script = format!("python3 -c 'import time; time.sleep(300)' {marker}");
-        let running = run(spec(&script, &cwd, None), Duration::from_secs(60), 1024, false);
+        let running = run(
+            spec(&script, &cwd, None),
+            Duration::from_secs(60),
+            1024,
+            false,
+        );
         let cut = tokio::time::timeout(Duration::from_millis(500), running).await;
         assert!(cut.is_err(), "the sleeper finished?");
         assert_eq!(with_marker(&marker), Vec::<String>::new());
@@ -653,9 +668,14 @@ mod tests {
         let script = "python3 -c 'import resource as r; print([r.getrlimit(getattr(r, n))[0] \
                       for n in (\"RLIMIT_CPU\", \"RLIMIT_AS\", \"RLIMIT_FSIZE\", \"RLIMIT_CORE\", \
                       \"RLIMIT_NPROC\")])'";
-        let out = run(spec(script, &cwd, Some(limits)), Duration::from_secs(10), 1024, false)
-            .await
-            .unwrap();
+        let out = run(
+            spec(script, &cwd, Some(limits)),
+            Duration::from_secs(10),
+            1024,
+            false,
+        )
+        .await
+        .unwrap();
         assert_eq!(out.exit, Some(Exit::Code(0)), "{out:?}");
         assert_eq!(
             String::from_utf8_lossy(&out.stdout.tail),
@@ -677,13 +697,23 @@ mod tests {
     #[tokio::test]
     async fn exit_codes_and_signals_are_reported_as_the_check_saw_them() {
         let cwd = std::env::temp_dir();
-        let out = run(spec("exit 7", &cwd, None), Duration::from_secs(5), 64, false)
-            .await
-            .unwrap();
+        let out = run(
+            spec("exit 7", &cwd, None),
+            Duration::from_secs(5),
+            64,
+            false,
+        )
+        .await
+        .unwrap();
         assert_eq!(out.exit, Some(Exit::Code(7)));
-        let out = run(spec("kill -SEGV $$", &cwd, None), Duration::from_secs(5), 64, false)
-            .await
-            .unwrap();
+        let out = run(
+            spec("kill -SEGV $$", &cwd, None),
+            Duration::from_secs(5),
+            64,
+            false,
+        )
+        .await
+        .unwrap();
         assert_eq!(out.exit, Some(Exit::Signal(libc::SIGSEGV)));
     }
 

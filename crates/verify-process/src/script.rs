@@ -76,7 +76,11 @@ fn placeholders(req: &VerifyRequest) -> [(&'static str, &'static str, OsString);
     [
         ("{staged}", "BLUEGREEN_STAGED", req.staged.clone().into()),
         ("{target}", "BLUEGREEN_TARGET", req.target.clone().into()),
-        ("{agent_id}", "BLUEGREEN_AGENT_ID", req.agent_id.as_str().into()),
+        (
+            "{agent_id}",
+            "BLUEGREEN_AGENT_ID",
+            req.agent_id.as_str().into(),
+        ),
         (
             "{deployment_id}",
             "BLUEGREEN_DEPLOYMENT_ID",
@@ -118,7 +122,11 @@ impl Verifier for ScriptVerifier {
             return Verdict::fail_msg("script verifier has an empty command");
         };
         let mut env = self.env.as_ref().clone();
-        env.extend(values.iter().map(|(_, var, value)| ((*var).into(), value.clone())));
+        env.extend(
+            values
+                .iter()
+                .map(|(_, var, value)| ((*var).into(), value.clone())),
+        );
         let spec = ProcessSpec {
             program: &program,
             args: argv.collect(),

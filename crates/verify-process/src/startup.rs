@@ -251,9 +251,16 @@ impl Verifier for StartupVerifier {
         let started = Instant::now();
         let plan = Plan::new(req);
         if self.options.warm {
-            if let (Some(request), Some(zygote)) =
-                (self.warm_request(&plan), self.zygote.get().await)
-            {
+            // Starting the zygote (first check, or after it died) counts against the timeout.
+            let zygote = match self.warm_request(&plan) {
+                Some(request) => tokio::time::timeout(self.options.timeout, self.zygote.get())
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|zygote| (request, zygote)),
+                None => None,
+            };
+            if let Some((request, zygote)) = zygote {
                 let left = self.options.timeout.saturating_sub(started.elapsed());
                 if let Some(output) = zygote.check(request, left).await {
                     return self.verdict(&output);

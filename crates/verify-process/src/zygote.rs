@@ -207,10 +207,10 @@ impl Zygote {
         let Ok(mut requests) = self.requests.lock() else {
             return false;
         };
-        match requests.as_mut().map(|f| f.write_all(line.as_bytes())) {
-            Some(Ok(())) => true,
-            _ => false,
-        }
+        matches!(
+            requests.as_mut().map(|f| f.write_all(line.as_bytes())),
+            Some(Ok(()))
+        )
     }
 
     /// Runs one check; `None` means "the zygote failed, check cold instead".

@@ -32,7 +32,10 @@ async fn placeholders_variables_and_working_directory() {
         test "$BLUEGREEN_DEPLOYMENT_ID" = "{deployment_id}" &&
         case "{deployment_id}" in dep_*) true;; *) false;; esac
     "#;
-    let verifier = script(&["sh", "-c", check, "sh", "{agent_id}"], Duration::from_secs(10));
+    let verifier = script(
+        &["sh", "-c", check, "sh", "{agent_id}"],
+        Duration::from_secs(10),
+    );
     assert_eq!(verifier.verify(&setup.req).await, Verdict::pass());
 }
 
@@ -58,7 +61,11 @@ async fn failure_quotes_the_tail_of_the_output() {
 async fn timeout_kills_the_whole_group() {
     let setup = Setup::fixture("good_agent.py");
     let verifier = script(
-        &["sh", "-c", "trap '' TERM; sleep 300 & sleep 300; echo never"],
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM; sleep 300 & sleep 300; echo never",
+        ],
         Duration::from_secs(1),
     );
     let started = Instant::now();
@@ -66,7 +73,9 @@ async fn timeout_kills_the_whole_group() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(
         verdict,
-        Verdict::fail_msg("`sh -c trap '' TERM; sleep 300 & sleep 300; echo never` timed out after 1s")
+        Verdict::fail_msg(
+            "`sh -c trap '' TERM; sleep 300 & sleep 300; echo never` timed out after 1s"
+        )
     );
     setup.assert_no_survivors_within(Duration::ZERO);
 }
@@ -84,7 +93,10 @@ async fn background_processes_do_not_outlive_a_passing_script() {
 #[tokio::test]
 async fn a_missing_program_fails_with_a_clear_message() {
     let setup = Setup::fixture("good_agent.py");
-    let verifier = script(&["bgvp-no-such-program", "{staged}"], Duration::from_secs(10));
+    let verifier = script(
+        &["bgvp-no-such-program", "{staged}"],
+        Duration::from_secs(10),
+    );
     let verdict = verifier.verify(&setup.req).await;
     assert_eq!(
         verdict,

@@ -49,7 +49,10 @@ async fn check_both_modes_recording(
             "{fixture} (warm={warm}) took {elapsed:?}"
         );
         if warm {
-            assert!(verifier.zygote_pid().is_some(), "{fixture}: warm mode ran cold");
+            assert!(
+                verifier.zygote_pid().is_some(),
+                "{fixture}: warm mode ran cold"
+            );
         }
         if warm {
             setup.assert_no_survivors();
@@ -64,7 +67,10 @@ async fn check_both_modes_recording(
         );
         verdicts.push(verdict);
     }
-    assert_eq!(verdicts[0], verdicts[1], "{fixture}: cold and warm verdicts differ");
+    assert_eq!(
+        verdicts[0], verdicts[1],
+        "{fixture}: cold and warm verdicts differ"
+    );
     serde_json::json!({ "passed": verdicts[0].passed, "diagnostics": verdicts[0].diagnostics })
 }
 
@@ -80,25 +86,65 @@ macro_rules! fixture_test {
 }
 
 fixture_test!(good_agent, "good_agent.py", TIMEOUT, passed = true);
-fixture_test!(imports_sibling_from_root, "imports_sibling.py", TIMEOUT, passed = true);
-fixture_test!(raises_at_import, "raises_at_import.py", TIMEOUT, passed = false);
-fixture_test!(sys_exit_at_import, "sys_exit_at_import.py", TIMEOUT, passed = false);
-fixture_test!(infinite_loop_ignoring_sigterm, "infinite_loop.py", LOOP_TIMEOUT, passed = false);
+fixture_test!(
+    imports_sibling_from_root,
+    "imports_sibling.py",
+    TIMEOUT,
+    passed = true
+);
+fixture_test!(
+    raises_at_import,
+    "raises_at_import.py",
+    TIMEOUT,
+    passed = false
+);
+fixture_test!(
+    sys_exit_at_import,
+    "sys_exit_at_import.py",
+    TIMEOUT,
+    passed = false
+);
+fixture_test!(
+    infinite_loop_ignoring_sigterm,
+    "infinite_loop.py",
+    LOOP_TIMEOUT,
+    passed = false
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fork_and_sleep_grandchild() {
-    // The check process, its child and (usually) the sleeping grandchild record their pids;
+    // The check process, its child and the sleeping grandchild record their pids;
     // none may survive, not even as a zombie.
-    let verdict = check_both_modes_recording("fork_grandchild.py", TIMEOUT, 2).await;
+    let verdict = check_both_modes_recording("fork_grandchild.py", TIMEOUT, 3).await;
     assert_eq!(verdict["passed"], true, "{verdict:#}");
     insta::assert_json_snapshot!("fork_and_sleep_grandchild", verdict);
 }
 fixture_test!(allocates_4gib, "allocates_4gib.py", TIMEOUT, passed = false);
 fixture_test!(prints_100mb, "prints_100mb.py", TIMEOUT, passed = true);
-fixture_test!(missing_entrypoint, "missing_entrypoint.py", TIMEOUT, passed = false);
-fixture_test!(entrypoint_wrong_arity, "entrypoint_wrong_arity.py", TIMEOUT, passed = false);
-fixture_test!(entrypoint_not_callable, "entrypoint_not_callable.py", TIMEOUT, passed = false);
-fixture_test!(large_good_agent, "large_good_agent.py", TIMEOUT, passed = true);
+fixture_test!(
+    missing_entrypoint,
+    "missing_entrypoint.py",
+    TIMEOUT,
+    passed = false
+);
+fixture_test!(
+    entrypoint_wrong_arity,
+    "entrypoint_wrong_arity.py",
+    TIMEOUT,
+    passed = false
+);
+fixture_test!(
+    entrypoint_not_callable,
+    "entrypoint_not_callable.py",
+    TIMEOUT,
+    passed = false
+);
+fixture_test!(
+    large_good_agent,
+    "large_good_agent.py",
+    TIMEOUT,
+    passed = true
+);
 
 #[tokio::test]
 async fn without_entrypoint_only_the_import_counts() {
@@ -210,6 +256,22 @@ async fn a_missing_interpreter_fails_with_a_clear_message() {
     }
 }
 
+fn children_of(parent: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            ppid == Some(parent)
+        })
+        .collect()
+}
+
 fn pid_exists(pid: i32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -271,10 +333,17 @@ async fn dropping_the_verifier_kills_the_zygote() {
     let setup = Setup::fixture("good_agent.py");
     assert!(clone.verify(&setup.req).await.passed);
     let pid = verifier.zygote_pid().expect("zygote running");
+    // The zygote keeps a spare child forked (made right after each check).
+    wait_until("a spare child exists", || !children_of(pid).is_empty()).await;
+    let children = children_of(pid);
     drop(verifier);
     assert!(pid_exists(pid), "a clone still holds the zygote");
     drop(clone);
     wait_until("the zygote is killed and reaped", || !pid_exists(pid)).await;
+    wait_until("its spare child is gone", || {
+        children.iter().all(|c| !pid_exists(*c))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,9 +355,13 @@ async fn concurrent_warm_checks_get_their_own_verdicts() {
         "missing_entrypoint.py",
         "imports_sibling.py",
     ];
-    let setups: Vec<Setup> = fixtures.iter().cycle().take(16).map(|f| Setup::fixture(f)).collect();
-    let verdicts =
-        futures_join_all(setups.iter().map(|s| verifier.verify(&s.req)).collect()).await;
+    let setups: Vec<Setup> = fixtures
+        .iter()
+        .cycle()
+        .take(16)
+        .map(|f| Setup::fixture(f))
+        .collect();
+    let verdicts = futures_join_all(setups.iter().map(|s| verifier.verify(&s.req)).collect()).await;
     for (i, verdict) in verdicts.iter().enumerate() {
         let expected = matches!(fixtures[i % 4], "good_agent.py" | "imports_sibling.py");
         assert_eq!(verdict.passed, expected, "{}: {verdict:?}", fixtures[i % 4]);

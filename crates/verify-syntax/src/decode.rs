@@ -9,18 +9,21 @@
 //! - Without a cookie the source must be valid UTF-8. CPython 3.11 tolerates invalid UTF-8
 //!   inside comments when compiling bytes; we do not (deliberately stricter, see the crate docs).
 
+use std::borrow::Cow;
+
 use bluegreen_core::Diagnostic;
 
 use crate::python_codecs::PYTHON_CODECS;
 
-/// Decoded source text, without any BOM.
-pub(crate) struct Decoded {
-    pub(crate) text: String,
+/// Decoded source text, without any BOM; borrowed when the bytes already are UTF-8.
+pub(crate) struct Decoded<'a> {
+    pub(crate) text: Cow<'a, str>,
 }
 
 /// Decodes `source` or returns the diagnostic CPython's tokenizer would raise.
-pub(crate) fn decode_source(source: &[u8]) -> Result<Decoded, Diagnostic> {
-    if let Some(nul) = memchr_nul(source) {
+pub(crate) fn decode_source(source: &[u8]) -> Result<Decoded<'_>, Diagnostic> {
+    // `<[u8]>::contains` is memchr; the position search runs only on the rare hit.
+    if let Some(nul) = source.contains(&0).then(|| memchr_nul(source)).flatten() {
         let (line, column) = byte_position(source, nul);
         return Err(Diagnostic::new(
             line,
@@ -45,8 +48,12 @@ pub(crate) fn decode_source(source: &[u8]) -> Result<Decoded, Diagnostic> {
         _ => None,
     };
     match encoding {
-        None => decode_utf8(body).map(|text| Decoded { text }),
-        Some(cookie) => decode_with_codec(body, cookie).map(|text| Decoded { text }),
+        None => decode_utf8(body).map(|text| Decoded {
+            text: Cow::Borrowed(text),
+        }),
+        Some(cookie) => decode_with_codec(body, cookie).map(|text| Decoded {
+            text: Cow::Owned(text),
+        }),
     }
 }
 
@@ -62,7 +69,10 @@ fn byte_position(source: &[u8], offset: usize) -> (u32, u32) {
         .iter()
         .rposition(|&b| b == b'\n')
         .map_or(0, |p| p + 1);
-    let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
     (saturate(line), saturate(column))
 }
 
@@ -70,16 +80,16 @@ fn saturate(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-fn decode_utf8(body: &[u8]) -> Result<String, Diagnostic> {
+fn decode_utf8(body: &[u8]) -> Result<&str, Diagnostic> {
     match std::str::from_utf8(body) {
-        Ok(text) => Ok(text.to_owned()),
+        Ok(text) => Ok(text),
         Err(error) => {
             let offset = error.valid_up_to();
             let (line, column) = byte_position(body, offset);
             let byte = body.get(offset).copied().unwrap_or(0);
             let reason = if error.error_len().is_none() {
                 "unexpected end of data"
-            } else if byte >= 0xC0 && byte < 0xF8 {
+            } else if (0xC0..0xF8).contains(&byte) {
                 "invalid continuation byte"
             } else {
                 "invalid start byte"
@@ -177,10 +187,9 @@ fn coding_spec(line: &[u8]) -> LineSpec {
                     t += 1;
                 }
                 let begin = t;
-                while line
-                    .get(t)
-                    .is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-                {
+                while line.get(t).is_some_and(|&b| {
+                    b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'
+                }) {
                     t += 1;
                 }
                 if t > begin {
@@ -211,7 +220,13 @@ fn normal_name(raw: &str) -> String {
     let head: String = raw
         .chars()
         .take(12)
-        .map(|c| if c == '_' { '-' } else { c.to_ascii_lowercase() })
+        .map(|c| {
+            if c == '_' {
+                '-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
         .collect();
     if head == "utf-8" || head.starts_with("utf-8-") {
         "utf-8".to_owned()
@@ -265,8 +280,10 @@ fn decode_with_codec(body: &[u8], cookie: &Cookie) -> Result<String, Diagnostic>
         )
     };
     match module {
-        "utf_8" => decode_utf8(body),
-        "utf_8_sig" => decode_utf8(body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)),
+        "utf_8" => decode_utf8(body).map(str::to_owned),
+        "utf_8_sig" => {
+            decode_utf8(body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)).map(str::to_owned)
+        }
         "latin_1" => Ok(body.iter().map(|&b| char::from(b)).collect()),
         "ascii" => {
             if body.is_ascii() {
@@ -301,13 +318,16 @@ mod tests {
 
     fn decode(bytes: &[u8]) -> Result<String, String> {
         decode_source(bytes)
-            .map(|d| d.text)
+            .map(|d| d.text.into_owned())
             .map_err(|d| format!("{}:{} {}", d.line, d.column, d.message))
     }
 
     #[test]
     fn cookie_rules_match_cpython() {
-        assert_eq!(decode(b"# coding: latin-1\nx='\xe9'\n").unwrap(), "# coding: latin-1\nx='é'\n");
+        assert_eq!(
+            decode(b"# coding: latin-1\nx='\xe9'\n").unwrap(),
+            "# coding: latin-1\nx='é'\n"
+        );
         assert_eq!(
             decode(b"# coding: foobar\n").unwrap_err(),
             "1:1 unknown encoding: foobar"
@@ -328,7 +348,9 @@ mod tests {
             "1:1 encoding problem: utf8 with BOM"
         );
         assert_eq!(decode(b"\xef\xbb\xbfx=1\n").unwrap(), "x=1\n");
-        assert!(decode(b"x='\xff'\n").unwrap_err().starts_with("1:4 (unicode error)"));
+        assert!(decode(b"x='\xff'\n")
+            .unwrap_err()
+            .starts_with("1:4 (unicode error)"));
         assert_eq!(
             decode(b"# -*- coding: koi8-r -*-\nx='\xc1'\n").unwrap(),
             "# -*- coding: koi8-r -*-\nx='а'\n"

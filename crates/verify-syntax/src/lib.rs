@@ -11,33 +11,48 @@
 //!   `from __future__`, unknown future features, duplicate parameters, `nonlocal` at module
 //!   level, `break` outside a loop, default `except:` not last, …). Measured against CPython
 //!   3.11's `compile()` by `cargo xtask fidelity`.
-//! - **`tree-sitter`**: the fast, error-tolerant engine. ERROR and MISSING nodes become
+//! - **`tree-sitter`**: the error-tolerant engine. ERROR and MISSING nodes become
 //!   diagnostics; it knows the grammar only, so it accepts most files CPython rejects for
-//!   non-grammar reasons (on the Python 3.11 stdlib it rejects 3 of the 17 files CPython
-//!   rejects). Use it where speed or partial trees matter, not as a compile gate.
+//!   non-grammar reasons: on the Python 3.11 stdlib it rejects 5 of the 17 files CPython
+//!   rejects (3 of them through the decoding shared with `ruff`), and wrongly rejects
+//!   `test/test_compile.py`; on the mutants corpus it agrees with CPython on about half the
+//!   files. It is *not* faster here: tree-sitter-python parses the stdlib at roughly a tenth
+//!   of the `ruff` engine's throughput (`cargo xtask bench`). Its value is the tree it keeps
+//!   building through errors, which serves structural checks such as the entrypoint check;
+//!   do not use it as a compile gate.
 //!
 //! Either engine can also check an **entrypoint**: a module-level `def process_event(event)`
-//! (any configured name and arity), found in the syntax tree without running Python.
+//! (any configured name and arity; also found inside module-level `if`/`try`/`with`), read
+//! from the syntax tree without running Python. `async def` does not count.
 //!
 //! Diagnostics carry 1-based line and column (columns count characters) and CPython-like
-//! messages for the compile-time errors; grammar errors keep the parser's own wording.
+//! messages for the compile-time errors; grammar errors keep the parser's own wording. One
+//! diagnostic per line, at most 50 per file.
 //!
 //! # Known disagreements with CPython 3.11 (engine `ruff`)
 //!
-//! Measured by `cargo xtask fidelity` (see the report in `xtask/fidelity/README.md`):
-//! - Invalid UTF-8 inside a comment, in a file without a coding cookie: CPython 3.11's
-//!   `compile(bytes)` never decodes comments and accepts it; we reject it, as PEP 3120 (and
-//!   the file-reading path of CPython) do. Deliberately stricter.
+//! `cargo xtask fidelity` measures 100% agreement on the stdlib and on the mutants corpus;
+//! these classes are known to differ and are not in either corpus:
+//! - Invalid UTF-8 in a comment of a file without a coding cookie: CPython 3.11's
+//!   `compile(bytes)` and `import` never decode comments and accept it, `python3 file.py`
+//!   rejects it ("Non-UTF-8 code starting with …"). We reject it, as PEP 3120 says.
 //! - Coding cookies naming a Python codec that `encoding_rs` cannot decode (e.g. `cp437`,
-//!   `mac-roman`): rejected with "a Python codec this verifier cannot decode". Single-byte
-//!   Windows code pages decode with the WHATWG tables, which map the 5 bytes Python leaves
-//!   undefined instead of failing.
-//! - Limits of CPython's compiler that depend on its C stack (deeply nested expressions
-//!   rejected with `RecursionError`/"too complex") are not modelled.
+//!   `mac-roman`, `unicode_escape`): rejected ("a Python codec this verifier cannot decode").
+//!   Single-byte Windows code pages decode with the WHATWG tables, which map the few bytes
+//!   Python leaves undefined instead of failing.
+//! - The compiler's recursion limit: CPython 3.11 rejects trees deeper than about 2991
+//!   nested statements/expressions ("maximum recursion depth exceeded during
+//!   compilation"), but the exact limit shrinks by 3 for every Python frame of the caller.
+//!   We reject beyond 2991, measured under the fidelity harness; files within a few levels
+//!   of the limit may get a different verdict from a deeper caller. Long `elif` chains
+//!   (nested in CPython's tree, flat in ruff's) do not count towards our depth.
 //! - `from __future__ import barry_as_FLUFL` (the `<>` easter egg) is not modelled.
-//! - Names bound by `import`, `def`, `class` or `for` before a `global` declaration in the
-//!   same scope: CPython rejects ("assigned to before global declaration"); we only catch plain
-//!   names (`x = 1`, `x += 1`, loads).
+//! - Names bound by `import`, `def`, `class`, `for` or `with` before a `global` declaration
+//!   in the same scope: CPython rejects ("assigned to before global declaration"); we catch
+//!   plain names only (`x = 1`, `x += 1`, loads).
+//! - Python versions other than 3.11: version-gated grammar comes from ruff and is
+//!   reliable; our extra checks (tab consistency, nesting limits, `except*` exits, default
+//!   `except:` last) follow 3.11's compiler and were measured against 3.11 only.
 //!
 //! # Example
 //!
@@ -204,7 +219,7 @@ pub fn check_source(source: &[u8], options: &SyntaxOptions) -> Vec<Diagnostic> {
         Ok(decoded) => decoded,
         Err(diagnostic) => return vec![diagnostic],
     };
-    let text = decoded.text.as_str();
+    let text: &str = &decoded.text;
     let raw = match options.engine {
         Engine::Ruff => ruff_engine::check(
             text,
@@ -218,6 +233,9 @@ pub fn check_source(source: &[u8], options: &SyntaxOptions) -> Vec<Diagnostic> {
 
 /// Turns byte offsets into 1-based line and character column; one per line, capped.
 fn place(text: &str, mut raw: Vec<RawDiagnostic>) -> Vec<Diagnostic> {
+    if raw.is_empty() {
+        return Vec::new();
+    }
     raw.sort_by_key(|d| d.offset);
     let line_starts = line_starts(text);
     let mut out: Vec<Diagnostic> = Vec::new();
@@ -232,7 +250,10 @@ fn place(text: &str, mut raw: Vec<RawDiagnostic>) -> Vec<Diagnostic> {
             Diagnostic::new(to_u32(line_index + 1), to_u32(column), d.message)
         };
         // One finding per line: later ones on the same line are mostly the parser recovering.
-        if out.last().is_none_or(|last| last.line != diagnostic.line || diagnostic.line == 0) {
+        if out
+            .last()
+            .is_none_or(|last| last.line != diagnostic.line || diagnostic.line == 0)
+        {
             out.push(diagnostic);
         }
         if out.len() >= MAX_DIAGNOSTICS {

@@ -8,11 +8,12 @@ use ruff_python_ast::token::TokenKind;
 use ruff_python_ast::visitor::{self, Visitor};
 use ruff_python_ast::{self as ast, Expr, IrrefutablePatternKind, ModModule, Stmt};
 use ruff_python_parser::semantic_errors::{
-    AwaitOutsideAsyncFunctionKind, LazyImportContext, SemanticSyntaxChecker,
-    SemanticSyntaxContext, SemanticSyntaxError, SemanticSyntaxErrorKind, WriteToDebugKind,
-    YieldOutsideFunctionKind,
+    AwaitOutsideAsyncFunctionKind, LazyImportContext, SemanticSyntaxChecker, SemanticSyntaxContext,
+    SemanticSyntaxError, SemanticSyntaxErrorKind, WriteToDebugKind, YieldOutsideFunctionKind,
 };
-use ruff_python_parser::{LexicalErrorType, Mode, ParseError, ParseErrorType, ParseOptions, Parsed};
+use ruff_python_parser::{
+    LexicalErrorType, Mode, ParseError, ParseErrorType, ParseOptions, Parsed,
+};
 use ruff_text_size::{Ranged, TextRange, TextSize};
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -68,7 +69,10 @@ pub(crate) fn check(
             .iter()
             .map(|error| RawDiagnostic::new(error.range.start(), error.to_string())),
     );
-    let depth_bound = check_token_limits(&parsed, &mut diagnostics);
+    let TokenFacts {
+        depth_bound,
+        has_declarations,
+    } = check_token_limits(&parsed, &mut diagnostics);
     let token_count = parsed.tokens().len();
     let Some(module) = parsed.try_into_module() else {
         return diagnostics;
@@ -93,6 +97,7 @@ pub(crate) fn check(
     // A recovered tree after a parse error yields mostly noise; CPython stops at the first error.
     if diagnostics.is_empty() {
         let mut visitor = SemanticVisitor::new(source, python_version);
+        visitor.scan_declarations = has_declarations;
         visitor.visit_body(&module.syntax().body);
         diagnostics.extend(visitor.into_diagnostics());
         if let Some(spec) = entrypoint {
@@ -144,7 +149,9 @@ fn first_node_too_deep(body: &[Stmt]) -> Option<TextSize> {
 /// CPython's wording where ruff's differs and the difference helps the reader.
 fn parse_message(error: &ParseError, source: &str) -> String {
     let start = error.location.start().to_usize();
-    let text = source.get(start..error.location.end().to_usize()).unwrap_or_default();
+    let text = source
+        .get(start..error.location.end().to_usize())
+        .unwrap_or_default();
     match &error.error {
         ParseErrorType::Lexical(LexicalErrorType::UnrecognizedToken { tok }) => {
             invalid_character_message(*tok)
@@ -182,10 +189,23 @@ fn invalid_character_message(c: char) -> String {
     }
 }
 
-/// Bracket nesting and indentation depth limits of CPython's tokenizer. Returns an upper
-/// bound of the tree depth: every nested expression node takes at least one token of its
-/// logical line, and every nested statement one indentation level (two counting `else`).
-fn check_token_limits<T>(parsed: &Parsed<T>, diagnostics: &mut Vec<RawDiagnostic>) -> usize {
+/// What one pass over the tokens tells about the tree.
+struct TokenFacts {
+    /// An upper bound of the tree depth: every nested expression node takes at least one
+    /// token of its logical line, every nested statement one indentation level (two
+    /// counting a simple statement after `:` on the same line).
+    depth_bound: usize,
+    /// The file has a `global` or `nonlocal` statement.
+    has_declarations: bool,
+}
+
+/// Bracket nesting and indentation depth limits of CPython's tokenizer, plus [`TokenFacts`].
+fn check_token_limits<T>(parsed: &Parsed<T>, diagnostics: &mut Vec<RawDiagnostic>) -> TokenFacts {
+    let too_deep = TokenFacts {
+        depth_bound: usize::MAX,
+        has_declarations: true,
+    };
+    let mut has_declarations = false;
     let mut paren_level = 0usize;
     let mut indent_level = 0usize;
     let mut max_indent = 0usize;
@@ -205,7 +225,7 @@ fn check_token_limits<T>(parsed: &Parsed<T>, diagnostics: &mut Vec<RawDiagnostic
                         token.start(),
                         "too many nested parentheses",
                     ));
-                    return usize::MAX;
+                    return too_deep;
                 }
             }
             TokenKind::Rpar | TokenKind::Rsqb | TokenKind::Rbrace => {
@@ -219,19 +239,27 @@ fn check_token_limits<T>(parsed: &Parsed<T>, diagnostics: &mut Vec<RawDiagnostic
                         token.start(),
                         "too many levels of indentation",
                     ));
-                    return usize::MAX;
+                    return too_deep;
                 }
             }
             TokenKind::Dedent => indent_level = indent_level.saturating_sub(1),
+            TokenKind::Global | TokenKind::Nonlocal => has_declarations = true,
             _ => {}
         }
     }
-    max_line_tokens.max(line_tokens) + 2 * (max_indent + 1)
+    TokenFacts {
+        depth_bound: max_line_tokens.max(line_tokens) + 2 * (max_indent + 1),
+        has_declarations,
+    }
 }
 
 /// CPython's `TabError`: indentation must compare the same with tabs worth 8 columns and
 /// with tabs worth 1 column. ruff's lexer is more lenient here.
-fn check_tab_consistency<T>(source: &str, parsed: &Parsed<T>, diagnostics: &mut Vec<RawDiagnostic>) {
+fn check_tab_consistency<T>(
+    source: &str,
+    parsed: &Parsed<T>,
+    diagnostics: &mut Vec<RawDiagnostic>,
+) {
     if !source.contains('\t') {
         return;
     }
@@ -318,10 +346,17 @@ fn find_entrypoint(module: &ModModule, name: &str) -> Option<Signature> {
                     let positional = p.posonlyargs.iter().chain(p.args.iter());
                     *found = Some(Signature {
                         is_async: def.is_async,
-                        required_positional: positional.clone().filter(|a| a.default.is_none()).count(),
+                        required_positional: positional
+                            .clone()
+                            .filter(|a| a.default.is_none())
+                            .count(),
                         total_positional: positional.count(),
                         has_varargs: p.vararg.is_some(),
-                        required_keyword_only: p.kwonlyargs.iter().filter(|a| a.default.is_none()).count(),
+                        required_keyword_only: p
+                            .kwonlyargs
+                            .iter()
+                            .filter(|a| a.default.is_none())
+                            .count(),
                     });
                 }
                 Stmt::If(s) => {
@@ -528,7 +563,7 @@ impl<'a> SemanticVisitor<'a> {
             errors: RefCell::new(Vec::new()),
             extra: Vec::new(),
             in_try: false,
-            scan_declarations: source.contains("global") || source.contains("nonlocal"),
+            scan_declarations: false,
         }
     }
 
@@ -707,13 +742,14 @@ impl<'a> SemanticVisitor<'a> {
         }
         if let Some(declared) = scope.nonlocals.get(name.id.as_str()) {
             if name.range.start() < declared.start() {
-                let verb = if name.ctx.is_load() { "used" } else { "assigned to" };
+                let verb = if name.ctx.is_load() {
+                    "used"
+                } else {
+                    "assigned to"
+                };
                 self.extra.push(RawDiagnostic::new(
                     name.range.start(),
-                    format!(
-                        "name '{}' is {verb} prior to nonlocal declaration",
-                        name.id
-                    ),
+                    format!("name '{}' is {verb} prior to nonlocal declaration", name.id),
                 ));
             }
         }
@@ -736,11 +772,15 @@ impl<'a> Visitor<'a> for SemanticVisitor<'a> {
     }
 
     fn visit_stmt(&mut self, stmt: &'a Stmt) {
-        stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || self.visit_stmt_inner(stmt));
+        stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || {
+            self.visit_stmt_inner(stmt)
+        });
     }
 
     fn visit_expr(&mut self, expr: &'a Expr) {
-        stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || self.visit_expr_inner(expr));
+        stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || {
+            self.visit_expr_inner(expr)
+        });
     }
 }
 
@@ -808,7 +848,9 @@ impl<'a> SemanticVisitor<'a> {
                     if let Some(type_) = &h.type_ {
                         self.visit_expr(type_);
                     }
-                    let saved = self.scope().map(|sc| (sc.in_except_star, sc.except_star_loop_depth));
+                    let saved = self
+                        .scope()
+                        .map(|sc| (sc.in_except_star, sc.except_star_loop_depth));
                     if s.is_star {
                         if let Some(scope) = self.scope_mut() {
                             scope.in_except_star = true;
@@ -1089,12 +1131,10 @@ fn cpython_message(error: &SemanticSyntaxError) -> String {
         }
         K::DifferentMatchPatternBindings => "alternative patterns bind different names".to_owned(),
         K::NamedExpressionInComprehensionIterable => {
-            "assignment expression cannot be used in a comprehension iterable expression"
-                .to_owned()
+            "assignment expression cannot be used in a comprehension iterable expression".to_owned()
         }
         K::NamedExpressionInClassBodyComprehension => {
-            "assignment expression within a comprehension cannot be used in a class body"
-                .to_owned()
+            "assignment expression within a comprehension cannot be used in a class body".to_owned()
         }
         K::ReboundComprehensionVariable => {
             "assignment expression cannot rebind comprehension iteration variable".to_owned()

@@ -109,8 +109,8 @@ fn search_block(block: Node<'_>, source: &str, name: &str, found: &mut Option<Si
                     }
                 }
             }
-            "if_statement" | "try_statement" | "with_statement" | "elif_clause"
-            | "else_clause" | "except_clause" | "finally_clause" | "block" => {
+            "if_statement" | "try_statement" | "with_statement" | "elif_clause" | "else_clause"
+            | "except_clause" | "finally_clause" | "block" => {
                 search_block(child, source, name, found);
             }
             _ => {}

@@ -2,8 +2,7 @@
 
 use bluegreen_core::{AgentId, DeploymentId, Diagnostic, Verifier, VerifyRequest};
 use bluegreen_verify_syntax::{
-    check_source, ConfigError, Engine, EntrypointSpec, PythonVersion, SyntaxOptions,
-    SyntaxVerifier,
+    check_source, ConfigError, Engine, EntrypointSpec, PythonVersion, SyntaxOptions, SyntaxVerifier,
 };
 
 fn options(engine: Engine) -> SyntaxOptions {
@@ -172,12 +171,20 @@ async fn verifier_checks_the_staged_file() {
 
     let fail = verifier.verify(&request(bad)).await;
     assert!(!fail.passed);
-    assert_eq!(messages(&fail.diagnostics), ["1:25 Expected `:`, found newline"]);
+    assert_eq!(
+        messages(&fail.diagnostics),
+        ["1:25 Expected `:`, found newline"]
+    );
 
-    let missing = verifier.verify(&request(dir.path().join("missing.py"))).await;
+    let missing = verifier
+        .verify(&request(dir.path().join("missing.py")))
+        .await;
     assert!(!missing.passed);
     assert_eq!(missing.diagnostics.len(), 1);
-    assert_eq!((missing.diagnostics[0].line, missing.diagnostics[0].column), (0, 0));
+    assert_eq!(
+        (missing.diagnostics[0].line, missing.diagnostics[0].column),
+        (0, 0)
+    );
     assert!(
         missing.diagnostics[0].message.starts_with("cannot read ")
             && missing.diagnostics[0].message.contains("missing.py"),

@@ -12,10 +12,7 @@ fn repo() -> PathBuf {
 }
 
 fn write_list(path: &Path, files: &[PathBuf]) {
-    let text: String = files
-        .iter()
-        .map(|f| format!("{}\n", f.display()))
-        .collect();
+    let text: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
     std::fs::write(path, text).unwrap();
 }
 
@@ -32,7 +29,10 @@ fn python_files(dir: &Path) -> Vec<PathBuf> {
 /// Every `step`-th stdlib file, sorted, site-packages excluded.
 fn stdlib_sample(step: usize) -> Vec<PathBuf> {
     let out = Command::new("python3")
-        .args(["-c", "import sysconfig; print(sysconfig.get_paths()['stdlib'])"])
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['stdlib'])",
+        ])
         .output()
         .unwrap();
     let root = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
@@ -62,7 +62,11 @@ fn cpython_rejects(files: &[PathBuf], scratch: &Path) -> Vec<bool> {
         .arg(&list)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let verdicts: Vec<bool> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -110,7 +114,11 @@ fn ruff_engine_agrees_with_cpython_on_a_sample() {
             disagreements.push(format!(
                 "{}: cpython {}, ours {:?}",
                 path.display(),
-                if cpython_rejects { "rejects" } else { "accepts" },
+                if cpython_rejects {
+                    "rejects"
+                } else {
+                    "accepts"
+                },
                 diagnostics.first()
             ));
         }

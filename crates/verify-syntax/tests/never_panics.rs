@@ -7,13 +7,81 @@ use proptest::prelude::*;
 
 /// Python-looking fragments: random bytes alone rarely get past the tokenizer.
 const FRAGMENTS: &[&str] = &[
-    "def ", "async ", "await ", "class ", "lambda", "return", "yield", "from __future__ import annotations\n",
-    "nonlocal x\n", "global x\n", "for x in y:", "while 1:", "try:", "except*", "except:", "finally:",
-    "match x:", "case _:", "with a as b:", "(", ")", "[", "]", "{", "}", ":", ":=", ",", "*", "**",
-    "=", "\n", "    ", "\t", "\r", "\x0c", "\\\n", "#", "# coding: latin-1\n", "\u{feff}", "'", "\"",
-    "'''", "f'", "f\"{", "}\"", "rb'", "x", "y", "__debug__", "__class__", "0", "0755", "1_000", "1e",
-    ".", "...", "@", "->", "if ", "else", "elif ", "break", "continue", "pass", "del ", "import ",
-    "€", "\u{a0}", "é", "\u{200b}", "\\N{", "type X = ", "[T]", "print ",
+    "def ",
+    "async ",
+    "await ",
+    "class ",
+    "lambda",
+    "return",
+    "yield",
+    "from __future__ import annotations\n",
+    "nonlocal x\n",
+    "global x\n",
+    "for x in y:",
+    "while 1:",
+    "try:",
+    "except*",
+    "except:",
+    "finally:",
+    "match x:",
+    "case _:",
+    "with a as b:",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    ":",
+    ":=",
+    ",",
+    "*",
+    "**",
+    "=",
+    "\n",
+    "    ",
+    "\t",
+    "\r",
+    "\x0c",
+    "\\\n",
+    "#",
+    "# coding: latin-1\n",
+    "\u{feff}",
+    "'",
+    "\"",
+    "'''",
+    "f'",
+    "f\"{",
+    "}\"",
+    "rb'",
+    "x",
+    "y",
+    "__debug__",
+    "__class__",
+    "0",
+    "0755",
+    "1_000",
+    "1e",
+    ".",
+    "...",
+    "@",
+    "->",
+    "if ",
+    "else",
+    "elif ",
+    "break",
+    "continue",
+    "pass",
+    "del ",
+    "import ",
+    "€",
+    "\u{a0}",
+    "é",
+    "\u{200b}",
+    "\\N{",
+    "type X = ",
+    "[T]",
+    "print ",
 ];
 
 fn pythonish() -> impl Strategy<Value = Vec<u8>> {
@@ -66,7 +134,13 @@ proptest! {
 fn pathological_nesting_returns_a_diagnostic() {
     // Deep enough to overflow a naive recursive parser or tree walk.
     let deep_parens = [b"x = ".as_slice(), &b"(".repeat(50_000), b"\n"].concat();
-    let deep_lists = [b"x = ".as_slice(), &b"[".repeat(50_000), &b"]".repeat(50_000), b"\n"].concat();
+    let deep_lists = [
+        b"x = ".as_slice(),
+        &b"[".repeat(50_000),
+        &b"]".repeat(50_000),
+        b"\n",
+    ]
+    .concat();
     for source in [deep_parens, deep_lists] {
         let ruff = check_source(&source, &SyntaxOptions::default());
         assert_eq!(ruff[0].message, "too many nested parentheses");
@@ -90,7 +164,10 @@ fn trees_deeper_than_cpython_compiles_are_rejected_without_overflow() {
     ] {
         let diagnostics = check_source(&source, &SyntaxOptions::default());
         assert_eq!(
-            diagnostics.iter().map(|d| d.message.as_str()).collect::<Vec<_>>(),
+            diagnostics
+                .iter()
+                .map(|d| d.message.as_str())
+                .collect::<Vec<_>>(),
             ["too complex: maximum recursion depth exceeded during compilation"]
         );
     }

@@ -44,7 +44,9 @@ impl Out {
         let tail = |s: &str| {
             let s = s.trim();
             let start = s.len().saturating_sub(300);
-            let start = (start..=s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+            let start = (start..=s.len())
+                .find(|&i| s.is_char_boundary(i))
+                .unwrap_or(0);
             s[start..].replace('\n', " | ")
         };
         format!(
@@ -212,8 +214,14 @@ impl Bg {
         fault: &str,
     ) -> Result<Out, String> {
         let mut cmd = self.command();
-        cmd.env("BLUEGREEN_FAULT", fault)
-            .args(["deploy", agent, "--file", file, "--code-file", "-"]);
+        cmd.env("BLUEGREEN_FAULT", fault).args([
+            "deploy",
+            agent,
+            "--file",
+            file,
+            "--code-file",
+            "-",
+        ]);
         run(&mut cmd, Some(code), COMMAND_TIMEOUT)
     }
 
@@ -222,7 +230,10 @@ impl Bg {
         let doc = self
             .deploy(agent, file, code)?
             .expect(0, &format!("deploy {agent}"))?;
-        ensure!(doc["status"] == "success", "deploy {agent}: status is not success: {doc}");
+        ensure!(
+            doc["status"] == "success",
+            "deploy {agent}: status is not success: {doc}"
+        );
         Ok(doc)
     }
 
@@ -241,7 +252,10 @@ impl Bg {
     /// `history AGENT --json`, which must succeed; returns the deployments, newest first.
     pub fn history(&self, agent: &str) -> Result<Vec<Value>, String> {
         let doc = self.run(&["history", agent], None)?.expect(0, "history")?;
-        ensure!(doc["agent_id"] == agent, "history: agent_id is not {agent}: {doc}");
+        ensure!(
+            doc["agent_id"] == agent,
+            "history: agent_id is not {agent}: {doc}"
+        );
         doc["deployments"]
             .as_array()
             .cloned()
@@ -254,10 +268,6 @@ pub fn s<'a>(v: &'a Value, key: &str) -> Result<&'a str, String> {
     v[key]
         .as_str()
         .ok_or_else(|| format!("field {key:?} missing or not a string in {v}"))
-}
-
-pub fn sha_of(path: &Path) -> Result<String, String> {
-    Ok(sha256_hex(&read(path)?))
 }
 
 pub fn read(path: &Path) -> Result<Vec<u8>, String> {
@@ -373,7 +383,10 @@ pub fn digest_diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, S
 /// Is `id` a contract deployment id (`dep_` + 32 lowercase hex digits)?
 pub fn is_deployment_id(id: &str) -> bool {
     id.strip_prefix("dep_").is_some_and(|hex| {
-        hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        hex.len() == 32
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 

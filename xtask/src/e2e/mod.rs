@@ -93,6 +93,7 @@ impl Row {
 struct Options {
     filter: Vec<String>,
     bin: Option<PathBuf>,
+    debug: bool,
     jobs: usize,
     keep: bool,
 }
@@ -102,6 +103,7 @@ impl Options {
         let mut options = Options {
             filter: Vec::new(),
             bin: None,
+            debug: false,
             jobs: 2,
             keep: false,
         };
@@ -122,8 +124,9 @@ impl Options {
                     options.jobs = options.jobs.max(1);
                 }
                 "--keep" => options.keep = true,
+                "--debug" => options.debug = true,
                 "-h" | "--help" => {
-                    return Err("usage: cargo xtask e2e [--filter S]... [--bin PATH] [--jobs N] [--keep]\n  --filter S  run rows whose \"<scenario> <config>\" contains S (repeatable: any)\n  --bin PATH  test this binary instead of building the release binary\n  --jobs N    rows run in parallel (default 2)\n  --keep      keep every row's scratch root (default: only failed rows')".into())
+                    return Err("usage: cargo xtask e2e [--filter S]... [--bin PATH | --debug] [--jobs N] [--keep]\n  --filter S  run rows whose \"<scenario> <config>\" contains S (repeatable: any)\n  --bin PATH  test this binary instead of building the release binary\n  --debug     build and test the debug binary (fault injection is on in debug builds)\n  --jobs N    rows run in parallel (default 2)\n  --keep      keep every row's scratch root (default: only failed rows')".into())
                 }
                 other => return Err(format!("unknown argument {other:?} (try --help)")),
             }
@@ -139,32 +142,38 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// `cargo build --release -p bluegreen` with fault injection, in the workspace's target dir.
-fn build_release(workspace: &Path) -> Result<PathBuf, String> {
+/// `cargo build [--release] -p bluegreen` with fault injection, in the workspace's target dir.
+fn build(workspace: &Path, release: bool) -> Result<PathBuf, String> {
     let started = Instant::now();
-    eprintln!("e2e: building the release binary (with fault injection) ...");
-    let status = Command::new(env!("CARGO"))
+    let profile = if release { "release" } else { "debug" };
+    eprintln!("e2e: building the {profile} binary (with fault injection) ...");
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
         .current_dir(workspace)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "bluegreen",
-            "--features",
-            "bluegreen-core/fault-injection",
-        ])
+        .args(["build", "--quiet", "-p", "bluegreen"]);
+    if release {
+        cargo.args(["--release", "--features", "bluegreen-core/fault-injection"]);
+    }
+    let status = cargo
         .status()
         .map_err(|e| format!("running cargo build: {e}"))?;
     if !status.success() {
-        return Err(format!("cargo build --release -p bluegreen failed ({status})"));
+        return Err(format!(
+            "cargo build ({profile}) -p bluegreen failed ({status})"
+        ));
     }
     eprintln!("e2e: built in {:.1} s", started.elapsed().as_secs_f64());
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .map(|p| if p.is_absolute() { p } else { workspace.join(p) })
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                workspace.join(p)
+            }
+        })
         .unwrap_or_else(|| workspace.join("target"));
-    Ok(target_dir.join("release/bluegreen"))
+    Ok(target_dir.join(profile).join("bluegreen"))
 }
 
 /// Every row of the matrix, in report order.
@@ -200,7 +209,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
     let workspace = workspace_root();
     let bin = match &options.bin {
         Some(bin) => std::path::absolute(bin).map_err(|e| format!("{}: {e}", bin.display()))?,
-        None => build_release(&workspace)?,
+        None => build(&workspace, !options.debug)?,
     };
     if !bin.is_file() {
         return Err(format!("no binary at {}", bin.display()));
@@ -344,9 +353,22 @@ fn make_writable_and_remove(dir: &Path) -> std::io::Result<()> {
 }
 
 fn print_table(records: &[Record]) {
-    let sw = records.iter().map(|r| r.scenario.len()).max().unwrap_or(8).max(8);
-    let cw = records.iter().map(|r| r.config.len()).max().unwrap_or(6).max(6);
-    println!("\n{:<sw$}  {:<cw$}  {:<6} {:>8}  detail", "scenario", "config", "result", "ms");
+    let sw = records
+        .iter()
+        .map(|r| r.scenario.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let cw = records
+        .iter()
+        .map(|r| r.config.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!(
+        "\n{:<sw$}  {:<cw$}  {:<6} {:>8}  detail",
+        "scenario", "config", "result", "ms"
+    );
     println!("{}", "-".repeat(sw + cw + 30));
     for r in records {
         let detail: String = r.detail.chars().take(140).collect();

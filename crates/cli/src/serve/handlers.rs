@@ -81,9 +81,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }
@@ -94,7 +95,10 @@ type ApiResult = Result<Response, ApiError>;
 /// Parses a JSON body ourselves so every malformed or incomplete body is a 400 with our
 /// error document (axum's `Json` answers 415/422 in plain text) and the content type is
 /// not required (the prototype's clients do not always send one).
-fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>, empty_ok: bool) -> Result<T, ApiError> {
+fn parse_body<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    empty_ok: bool,
+) -> Result<T, ApiError> {
     let bytes = match body {
         Ok(bytes) => bytes,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -115,13 +119,24 @@ fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>, empty_ok
     } else {
         &bytes
     };
-    serde_json::from_slice(bytes).map_err(|e| {
+    let invalid = |e: serde_json::Error| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_input",
             format!("invalid JSON body: {e}"),
         )
-    })
+    };
+    // Via `Value` so only an object is accepted (serde would also take a JSON array for a
+    // struct, by position).
+    let value: Value = serde_json::from_slice(bytes).map_err(invalid)?;
+    if !value.is_object() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_input",
+            "invalid JSON body: expected an object",
+        ));
+    }
+    serde_json::from_value(value).map_err(invalid)
 }
 
 fn path_agent(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {

@@ -95,7 +95,9 @@ pub fn default_max_body_bytes(limits: Limits) -> usize {
 pub enum ServeError {
     #[error("refusing to serve on {0} without a token: set {TOKEN_ENV} or --token-file (or use --insecure-loopback on a loopback address)")]
     NoToken(SocketAddr),
-    #[error("--insecure-loopback needs a loopback address, not {0}; set {TOKEN_ENV} or --token-file")]
+    #[error(
+        "--insecure-loopback needs a loopback address, not {0}; set {TOKEN_ENV} or --token-file"
+    )]
     NotLoopback(SocketAddr),
     #[error("reading the token file {path}: {source}")]
     TokenFile {
@@ -216,7 +218,10 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/agents/{agent_id}/deployments",
             post(handlers::create_deployment),
         )
-        .route("/api/v1/agents/{agent_id}/rollback", post(handlers::rollback))
+        .route(
+            "/api/v1/agents/{agent_id}/rollback",
+            post(handlers::rollback),
+        )
         .route("/api/v1/agents/{agent_id}/history", get(handlers::history))
         .route("/metrics", get(handlers::metrics))
         .fallback(handlers::not_found)
@@ -264,11 +269,13 @@ async fn request_id(State(state): State<AppState>, req: Request, next: Next) -> 
         .filter(|v| {
             !v.is_empty()
                 && v.len() <= 64
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
-    let span = tracing::info_span!(
+    // At error level so the id is on every log line whatever the verbosity filter.
+    let span = tracing::error_span!(
         "request",
         request_id = %id,
         method = %req.method(),
@@ -278,12 +285,13 @@ async fn request_id(State(state): State<AppState>, req: Request, next: Next) -> 
     let mut response = next.run(req).instrument(span.clone()).await;
     let status = response.status().as_u16();
     state.metrics.request(status);
+    let elapsed_ms = started.elapsed().as_millis() as u64;
     span.in_scope(|| {
-        tracing::info!(
-            status,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "answered"
-        )
+        if status >= 500 {
+            tracing::warn!(status, elapsed_ms, "answered");
+        } else {
+            tracing::info!(status, elapsed_ms, "answered");
+        }
     });
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
@@ -336,6 +344,22 @@ pub fn os_signals() -> Result<mpsc::Receiver<&'static str>, ServeError> {
 /// Serves on an already bound listener until the first message on `signals` (a signal
 /// name), then shuts down gracefully; a second message, or `shutdown_grace` running out,
 /// cancels the operations still running and runs recovery.
+///
+/// ```
+/// # #[tokio::main] async fn main() {
+/// use bluegreen::serve::{serve, ServeOptions};
+///
+/// let root = tempfile::tempdir().unwrap();
+/// let service = bluegreen_core::BlueGreenService::builder(root.path()).build().unwrap();
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// let mut options = ServeOptions::new(listener.local_addr().unwrap());
+/// options.token = Some("a-long-random-token-0123".into());
+/// let (stop, signals) = tokio::sync::mpsc::channel(1);
+/// let server = tokio::spawn(serve(listener, service, options, signals));
+/// stop.send("SIGTERM").await.unwrap();
+/// server.await.unwrap().unwrap(); // nothing was running: a clean stop
+/// # }
+/// ```
 pub async fn serve(
     listener: TcpListener,
     service: BlueGreenService,
@@ -349,7 +373,11 @@ pub async fn serve(
         tracing::warn!("the bearer token is shorter than 16 characters; use a long random one");
     }
 
-    let state = AppState::new(service.clone(), options.token.as_deref(), options.max_body_bytes);
+    let state = AppState::new(
+        service.clone(),
+        options.token.as_deref(),
+        options.max_body_bytes,
+    );
     let app = router(state.clone());
     let (drain, mut draining) = watch::channel(false);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {

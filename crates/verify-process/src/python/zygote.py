@@ -9,6 +9,9 @@
 #       "stdout_total": N, "stderr_total": N}         when the child and its group are gone
 # E is os.waitstatus_to_exitcode (negative = killed by that signal). End of input on fd 3
 # means shut down: every running check group is killed first.
+# To keep the fork off the critical path the zygote keeps one *spare* child forked ahead of
+# time, already in its own session with its stdio pipes in place, blocked reading its request;
+# a request goes to the spare and the next spare is forked once a check has finished.
 import resource
 import selectors
 import signal
@@ -27,7 +30,7 @@ def _bg_send(message):
         data = data[os.write(_BG_CTL_OUT, data):]
 
 
-def _bg_child(request, out_w, err_w, rep_w, base_path):
+def _bg_child(out_w, err_w, rep_w, req_r, base_path):
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setsid()  # own session and process group: the whole group is killed afterwards
@@ -36,7 +39,18 @@ def _bg_child(request, out_w, err_w, rep_w, base_path):
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
     os.dup2(rep_w, 3)
-    os.closerange(4, 1 << 16)
+    os.dup2(req_r, 4)
+    os.closerange(5, 1 << 16)
+    chunks = []
+    while True:
+        chunk = os.read(4, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(4)
+    if not chunks:
+        os._exit(0)  # a spare that was not needed (the zygote shut down)
+    request = json.loads(b"".join(chunks))
     for name, value in request["limits"]:
         kind = getattr(resource, name)
         _soft, hard = resource.getrlimit(kind)
@@ -49,8 +63,8 @@ def _bg_child(request, out_w, err_w, rep_w, base_path):
             hard = value
         resource.setrlimit(kind, (soft, hard))
     os.chdir(request["root"])
+    # The zygote never imported from these directories, so no finder cache is stale.
     sys.path[:] = list(request["path"]) + base_path
-    importlib.invalidate_caches()
     report_fd = _bg_take_report_fd()
     try:
         report = _bg_run_check(request["staged"], request["module"], request["entrypoint"] or "")
@@ -71,25 +85,29 @@ def _bg_zygote_main():
     selector.register(wake_r, selectors.EVENT_READ, "wake")
     checks = {}
     by_pid = {}
+    spare = []  # at most one pre-forked child
     pending = bytearray()
 
     def finish_if_done(check):
         if check["status"] is None or check["fds"]:
             return
         checks.pop(check["id"], None)
-        if check["cancelled"]:
-            return
-        _bg_send(
-            {
-                "id": check["id"],
-                "exit": os.waitstatus_to_exitcode(check["status"]),
-                "report": bytes(check["bufs"]["report"]).decode("utf-8", "replace"),
-                "stdout": bytes(check["bufs"]["stdout"]).decode("utf-8", "replace"),
-                "stderr": bytes(check["bufs"]["stderr"]).decode("utf-8", "replace"),
-                "stdout_total": check["totals"]["stdout"],
-                "stderr_total": check["totals"]["stderr"],
-            }
-        )
+        if not check["cancelled"]:
+            bufs = check["bufs"]
+            _bg_send(
+                {
+                    "id": check["id"],
+                    "exit": os.waitstatus_to_exitcode(check["status"]),
+                    "report": bytes(bufs["report"]).decode("utf-8", "replace"),
+                    "stdout": bytes(bufs["stdout"]).decode("utf-8", "replace"),
+                    "stderr": bytes(bufs["stderr"]).decode("utf-8", "replace"),
+                    "stdout_total": check["totals"]["stdout"],
+                    "stderr_total": check["totals"]["stderr"],
+                }
+            )
+        # The next spare is forked now that a check has finished, off its critical path.
+        if not spare:
+            spare.append(fork_spare())
 
     def reap():
         while True:
@@ -99,6 +117,11 @@ def _bg_zygote_main():
                 return
             if pid == 0:
                 return
+            if spare and spare[0]["pid"] == pid:  # the spare died: the next check forks one
+                for fd in list(spare[0]["fds"]) + [spare[0]["req_w"]]:
+                    os.close(fd)
+                spare.clear()
+                continue
             check = by_pid.pop(pid, None)
             if check is not None:
                 check["status"] = status
@@ -108,23 +131,33 @@ def _bg_zygote_main():
                     pass
                 finish_if_done(check)
 
-    def start(request):
+    def fork_spare():
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         rep_r, rep_w = os.pipe()
+        req_r, req_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             try:
-                _bg_child(request, out_w, err_w, rep_w, base_path)
+                _bg_child(out_w, err_w, rep_w, req_r, base_path)
             finally:
                 os._exit(70)
-        for fd in (out_w, err_w, rep_w):
+        for fd in (out_w, err_w, rep_w, req_r):
             os.close(fd)
+        return {
+            "pid": pid,
+            "req_w": req_w,
+            "fds": {out_r: "stdout", err_r: "stderr", rep_r: "report"},
+        }
+
+    def start(request):
+        child = spare.pop() if spare else fork_spare()
+        pid = child["pid"]
         check = {
             "id": request["id"],
             "pid": pid,
             "cap": int(request.get("output_cap", 65536)),
-            "fds": {out_r: "stdout", err_r: "stderr", rep_r: "report"},
+            "fds": child["fds"],
             "bufs": {"stdout": bytearray(), "stderr": bytearray(), "report": bytearray()},
             "totals": {"stdout": 0, "stderr": 0, "report": 0},
             "status": None,
@@ -135,9 +168,18 @@ def _bg_zygote_main():
             selector.register(fd, selectors.EVENT_READ, check)
         checks[request["id"]] = check
         by_pid[pid] = check
+        data = json.dumps(request).encode()
+        try:
+            while data:
+                data = data[os.write(child["req_w"], data):]
+        except OSError:
+            pass  # the child died; reap() reports it
+        os.close(child["req_w"])
         _bg_send({"id": request["id"], "pid": pid})
 
     def shutdown():
+        for child in spare:
+            os.close(child["req_w"])
         for check in list(checks.values()):
             try:
                 os.killpg(check["pid"], signal.SIGKILL)
@@ -162,6 +204,7 @@ def _bg_zygote_main():
         else:
             start(message)
 
+    spare.append(fork_spare())
     _bg_send({"ready": True, "pid": os.getpid()})
     while True:
         for key, _events in selector.select():

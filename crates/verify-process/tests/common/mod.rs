@@ -1,7 +1,6 @@
 //! Test helpers: a temporary root with a staged fixture, and process-table checks.
 #![allow(dead_code)]
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -146,26 +145,4 @@ pub fn assert_none_with(marker: &str) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Zombies re-parented to init (which never reaps them in this container).
-pub fn init_zombies() -> HashSet<i32> {
-    let mut found = HashSet::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        // "pid (comm) S ppid ...": split after the last ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next();
-        let ppid = fields.next();
-        if state == Some("Z") && ppid == Some("1") {
-            found.insert(pid);
-        }
-    }
-    found
 }
