@@ -116,6 +116,7 @@ pub fn run_main(args: &[String]) -> Result<(), String> {
     for (section, result) in [
         ("4 verifier throughput", crate::bench_syntax::run(quick)),
         ("5 startup check", crate::bench_startup::run(quick)),
+        ("7 HTTP load", crate::bench_http::run(quick)),
     ] {
         match result {
             Ok(value) => {

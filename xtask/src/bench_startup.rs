@@ -108,6 +108,10 @@ async fn measure_in(
         return Err("the zygote died during the benchmark".into());
     }
     let compile_p50 = cpython_compile_ms(&python, &req.staged, checks)?;
+    // Other work on the machine inflates every figure here; say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok());
     let (warm_p50, warm_p90) = percentiles(&mut warm);
     let (cold_p50, cold_p90) = percentiles(&mut cold);
     let (floor_p50, floor_p90) = percentiles(&mut floor);
@@ -117,6 +121,8 @@ async fn measure_in(
         "section": "startup",
         "quick": quick,
         "python": python,
+        "load_average_1m": load,
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "agent_bytes": agent.len(),
         "checks_per_mode": checks,
         "zygote_start_ms": ms(zygote_start),
@@ -130,9 +136,10 @@ async fn measure_in(
         "meets_target": meets,
         "summary": format!(
             "{} KB agent: warm p50 {warm_p50:.2} ms (p90 {warm_p90:.2}), cold p50 {cold_p50:.1} ms \
-             (p90 {cold_p90:.1}), ×{speedup:.1}; bare python3 -I {floor_p50:.1} ms; CPython compile() of the agent {compile_p50:.2} ms; target ≤{TARGET_WARM_MEDIAN_MS} ms \
+             (p90 {cold_p90:.1}), ×{speedup:.1}; bare python3 -I {floor_p50:.1} ms; CPython compile() of the agent {compile_p50:.2} ms; load {}; target ≤{TARGET_WARM_MEDIAN_MS} ms \
              and ≥×{TARGET_SPEEDUP}: {}",
             agent.len() / 1024,
+            load.map_or("?".to_owned(), |l| format!("{l:.1}")),
             if meets { "met" } else { "MISSED" }
         ),
     }))

@@ -6,6 +6,7 @@
 //! Options: `--keep` leaves the scratch root for exploring (its path is printed).
 //! `BLUEGREEN_BIN` names a prebuilt binary to use instead of building one.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -97,12 +98,18 @@ fn steps(bin: &Path, root: &Path) -> Result<(), String> {
 
 fn step(bin: &Path, root: &Path, title: &str, args: &[&str], expected: i32) -> Result<(), String> {
     println!("\n# {title}\n$ bluegreen {}", args.join(" "));
-    let status = Command::new(bin)
-        .args(args)
-        .current_dir(root)
-        .status()
+    let mut command = Command::new(bin);
+    command.args(args).current_dir(root);
+    // Captured (so test harnesses capture it too) but still coloured on a terminal.
+    if std::io::stdout().is_terminal() {
+        command.env("CLICOLOR_FORCE", "1");
+    }
+    let output = command
+        .output()
         .map_err(|e| format!("running {}: {e}", bin.display()))?;
-    match status.code() {
+    print!("{}", String::from_utf8_lossy(&output.stdout));
+    print!("{}", String::from_utf8_lossy(&output.stderr));
+    match output.status.code() {
         Some(code) if code == expected => Ok(()),
         code => Err(format!(
             "`bluegreen {}` exited with {code:?}, expected {expected}",

@@ -6,6 +6,7 @@
 //! - `demo`: deploy, a rejected deploy and a rollback in a scratch root (the README's first command).
 
 mod bench;
+mod bench_http;
 mod bench_startup;
 mod bench_syntax;
 mod demo;

@@ -86,19 +86,18 @@ where
 /// contract's error document also goes to stdout.
 fn usage_error(err: &clap::Error, args: &[OsString]) -> u8 {
     use clap::error::ErrorKind as K;
-    let informational = matches!(
-        err.kind(),
-        K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand
-    );
-    if !informational && args.iter().any(|a| a == "--json") {
-        let message = err
-            .render()
-            .to_string()
-            .lines()
-            .next()
-            .unwrap_or("usage error")
-            .trim_start_matches("error: ")
-            .to_owned();
+    if matches!(err.kind(), K::DisplayHelp | K::DisplayVersion) {
+        let _ = err.print();
+        return exit::SUCCESS;
+    }
+    if args.iter().any(|a| a == "--json") {
+        let message = if err.kind() == K::DisplayHelpOnMissingArgumentOrSubcommand {
+            "a command is required; see bluegreen --help".to_owned()
+        } else {
+            let rendered = err.render().to_string();
+            let first = rendered.lines().next().unwrap_or("usage error");
+            first.trim_start_matches("error: ").to_owned()
+        };
         print_json(&json::error_message(
             &message,
             bluegreen_core::ErrorKind::BadInput,
@@ -106,11 +105,7 @@ fn usage_error(err: &clap::Error, args: &[OsString]) -> u8 {
         ));
     }
     let _ = err.print();
-    if informational && err.kind() != K::DisplayHelpOnMissingArgumentOrSubcommand {
-        exit::SUCCESS
-    } else {
-        exit::BAD_INPUT
-    }
+    exit::BAD_INPUT
 }
 
 fn print_json(value: &Value) {
@@ -204,16 +199,28 @@ async fn execute(cli: &Cli) -> Result<Output, CliError> {
     }
 }
 
-fn read_code(path: &Path) -> Result<Vec<u8>, CliError> {
+/// Reads the new code, at most one byte over `limit`: the core refuses oversized code, and
+/// reading more of an endless stdin first would only waste memory.
+fn read_code(path: &Path, limit: usize) -> Result<Vec<u8>, CliError> {
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    let mut code = Vec::new();
     if path == Path::new("-") {
-        let mut code = Vec::new();
         std::io::stdin()
+            .lock()
+            .take(cap)
             .read_to_end(&mut code)
             .map_err(|e| CliError::Io(format!("cannot read the code from stdin: {e}")))?;
         return Ok(code);
     }
-    std::fs::read(path)
-        .map_err(|e| CliError::BadInput(format!("cannot read code file {}: {e}", path.display())))
+    let bad = |e: std::io::Error| {
+        CliError::BadInput(format!("cannot read code file {}: {e}", path.display()))
+    };
+    std::fs::File::open(path)
+        .map_err(bad)?
+        .take(cap)
+        .read_to_end(&mut code)
+        .map_err(bad)?;
+    Ok(code)
 }
 
 /// A chain of named verifiers, for `--verifier NAME` overrides.
@@ -248,7 +255,15 @@ async fn deploy(
             )))
         }
     };
-    let code = read_code(&args.code_file)?;
+    let limit = service.limits().max_code_bytes;
+    let code = read_code(&args.code_file, limit)?;
+    if code.len() > limit {
+        // Only `limit + 1` bytes were read, so say "over", not a size.
+        return Err(CliError::BadInput(format!(
+            "the code in {} is over the limit of {limit} bytes (max_code_bytes)",
+            args.code_file.display()
+        )));
+    }
     let chain = if args.no_verify {
         Some(Chain::new())
     } else if args.verifiers.is_empty() {

@@ -142,6 +142,9 @@ fn exit_2_usage_errors_from_clap() {
     assert_code(&run, 2);
     assert_eq!(run.json()["error_kind"], "bad_input");
     assert_eq!(run.json()["exit_code"], 2);
+    let run = root.run(&["--json"]);
+    assert_code(&run, 2);
+    assert_eq!(run.json()["error_kind"], "bad_input");
 }
 
 #[test]

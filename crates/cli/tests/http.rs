@@ -928,3 +928,39 @@ fn a_cli_deploy_of_the_same_agent_waits_for_the_http_deployment() {
     assert_eq!(deployments[1]["deployment_id"], a.body["deployment_id"]);
     assert_eq!(deployments[1]["status"], "SUPERSEDED");
 }
+
+/// The documents the API answers, redacted, as a reviewed snapshot.
+#[test]
+fn answer_documents_snapshot() {
+    let s = start(Setup::default());
+    let root = Some(s.root.path());
+    let mut answers = serde_json::Map::new();
+    let mut record = |name: &str, a: Answer| {
+        answers.insert(
+            name.to_owned(),
+            json!({"http_status": a.status, "body": bluegreen_tests::redact_json(&a.body, root)}),
+        );
+    };
+    record("deploy_ok", s.hotswap("alpha", V1, "agents/alpha.py"));
+    record(
+        "deploy_rejected",
+        s.hotswap("alpha", BROKEN, "agents/alpha.py"),
+    );
+    record("deploy_second", s.hotswap("alpha", V2, "agents/alpha.py"));
+    record("status", s.get("/api/v1/agents"));
+    record("history", s.get("/api/v1/agents/alpha/history"));
+    record(
+        "rollback",
+        s.post("/api/v1/agents/alpha/rollback", json!({})),
+    );
+    record(
+        "rollback_nothing_left",
+        s.post("/api/v1/agents/alpha/rollback", json!({})),
+    );
+    record("unknown_agent", s.get("/api/v1/agents/nobody/history"));
+    record("bad_agent_id", s.hotswap("../x", V1, "x.py"));
+    record("bad_json", s.post_raw("/api/v1/dev/hotswap", b"{"));
+    record("unauthorized", s.get_as("/api/v1/agents", None));
+    record("no_route", s.get("/api/v1/nothing"));
+    insta::assert_json_snapshot!(Value::Object(answers));
+}

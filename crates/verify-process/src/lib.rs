@@ -1,7 +1,7 @@
 //! `bluegreen-verify-process`: verifiers that run the candidate in a subprocess.
 //!
 //! Two verifier kinds from the configuration contract, both on one subprocess
-//! [runner](crate::runner):
+//! [`runner`]:
 //!
 //! - [`StartupVerifier`] (`kind = "python-startup"`): imports the staged file as a module in
 //!   a fresh, isolated interpreter (`python -I`) and checks the entrypoint. A warm mode forks

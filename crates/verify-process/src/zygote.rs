@@ -14,7 +14,7 @@
 //!
 //! Failure handling: if the zygote cannot start, dies (the reader sees end of file) or
 //! sends something unexpected, the check in flight falls back to cold mode and a new zygote
-//! is started on a later check (at most one start attempt per [`RESTART_DELAY`]).
+//! is started on a later check (at most one start attempt per second).
 
 use std::collections::HashMap;
 use std::ffi::OsString;

@@ -391,3 +391,52 @@ async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Out
     .await;
     out.into_iter().map(|o| o.unwrap()).collect()
 }
+
+#[tokio::test]
+async fn a_forked_copy_that_finishes_the_import_does_not_confuse_the_report() {
+    // Both processes finish importing; only the checking one reports. The agent also breaks
+    // the modules the report uses.
+    let code = "import json, os\n\
+                if os.fork() == 0:\n    pass\n\
+                json.dumps = None\n\
+                os.write = None\n\
+                def process_event(e):\n    return e\n";
+    for warm in [false, true] {
+        let setup = Setup::new(code);
+        assert_eq!(
+            verifier(warm, TIMEOUT).verify(&setup.req).await,
+            Verdict::pass()
+        );
+        setup.assert_no_survivors();
+    }
+}
+
+#[tokio::test]
+async fn keyboard_interrupt_and_os_exit_at_import_fail() {
+    let cases = [
+        ("raise KeyboardInterrupt\n", "KeyboardInterrupt"),
+        (
+            "import os\nos._exit(0)\n",
+            "interpreter exited with status 0 before the import finished",
+        ),
+        (
+            "import os\nos._exit(3)\n",
+            "interpreter exited with status 3 before the import finished",
+        ),
+        (
+            "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n",
+            "interpreter killed by signal 9 (SIGKILL)",
+        ),
+    ];
+    for (code, message) in cases {
+        let setup = Setup::new(code);
+        for warm in [false, true] {
+            let verdict = verifier(warm, TIMEOUT).verify(&setup.req).await;
+            assert!(!verdict.passed, "{code}");
+            assert_eq!(
+                verdict.diagnostics[0].message, message,
+                "{code} warm={warm}"
+            );
+        }
+    }
+}

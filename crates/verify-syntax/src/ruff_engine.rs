@@ -33,6 +33,8 @@ const MAX_AST_DEPTH: usize = 2991;
 /// Stack kept free before a recursive step, and the size of each extra stack segment.
 const STACK_RED_ZONE: usize = 1024 * 1024;
 const STACK_SEGMENT: usize = 4 * 1024 * 1024;
+/// Tree levels between two stack checks of the semantic visitor (well within the red zone).
+const STACK_CHECK_INTERVAL: usize = 16;
 /// Stack reserved per token to drop a pathologically deep tree (Drop recurses).
 const DROP_STACK_PER_TOKEN: usize = 512;
 
@@ -551,6 +553,7 @@ struct SemanticVisitor<'a> {
     /// Declarations and bindings only matter to `global`/`nonlocal` checks: most files have
     /// neither keyword, and skip the per-scope scans.
     scan_declarations: bool,
+    depth: usize,
 }
 
 impl<'a> SemanticVisitor<'a> {
@@ -564,6 +567,7 @@ impl<'a> SemanticVisitor<'a> {
             extra: Vec::new(),
             in_try: false,
             scan_declarations: false,
+            depth: 0,
         }
     }
 
@@ -772,19 +776,28 @@ impl<'a> Visitor<'a> for SemanticVisitor<'a> {
     }
 
     fn visit_stmt(&mut self, stmt: &'a Stmt) {
-        stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || {
-            self.visit_stmt_inner(stmt)
-        });
+        self.descend(|this| this.visit_stmt_inner(stmt));
     }
 
     fn visit_expr(&mut self, expr: &'a Expr) {
-        stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || {
-            self.visit_expr_inner(expr)
-        });
+        self.descend(|this| this.visit_expr_inner(expr));
     }
 }
 
 impl<'a> SemanticVisitor<'a> {
+    /// One level deeper in the tree. The tree is at most [`MAX_AST_DEPTH`] deep here, but
+    /// that can still exceed a 2 MB thread stack: check for room every few levels (a check
+    /// per node would cost a few percent of the throughput).
+    fn descend(&mut self, visit: impl FnOnce(&mut Self)) {
+        self.depth += 1;
+        if self.depth % STACK_CHECK_INTERVAL == 0 {
+            stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || visit(self));
+        } else {
+            visit(self);
+        }
+        self.depth -= 1;
+    }
+
     fn visit_stmt_inner(&mut self, stmt: &'a Stmt) {
         self.check_stmt(stmt);
         self.check_except_star_exit(stmt);

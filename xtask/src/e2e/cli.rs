@@ -404,3 +404,34 @@ pub fn snapshot_files(root: &Path, agent: &str) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deployment_ids_are_dep_and_32_lowercase_hex() {
+        assert!(is_deployment_id("dep_01a2178156e97205a4dd69dce63a3aa6"));
+        assert!(!is_deployment_id("dep_01A2178156E97205A4DD69DCE63A3AA6"));
+        assert!(!is_deployment_id("dep_01a2178156e97205a4dd69dce63a3aa"));
+        assert!(!is_deployment_id("01a2178156e97205a4dd69dce63a3aa6"));
+    }
+
+    #[test]
+    fn timestamps_must_be_utc() {
+        assert!(is_utc_timestamp("2026-11-26T10:58:02.089Z"));
+        assert!(is_utc_timestamp("2026-11-26T10:58:02+00:00"));
+        assert!(!is_utc_timestamp("2026-11-26T10:58:02+01:00"));
+        assert!(!is_utc_timestamp("2026-11-26 10:58:02"));
+    }
+
+    #[test]
+    fn digest_diff_names_every_change() {
+        let before = BTreeMap::from([("a".to_string(), "1".to_string()), ("b".into(), "2".into())]);
+        let after = BTreeMap::from([("a".to_string(), "9".to_string()), ("c".into(), "3".into())]);
+        assert_eq!(
+            digest_diff(&before, &after),
+            "changed a, removed b, added c"
+        );
+    }
+}

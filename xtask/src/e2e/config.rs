@@ -214,3 +214,35 @@ pub fn good_code(tag: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detection_table_matches_what_each_chain_can_see() {
+        for kind in Reject::ALL {
+            assert!(ChainKind::Full.detects(kind), "full misses {kind:?}");
+            assert!(!ChainKind::None.detects(kind), "none detects {kind:?}");
+        }
+        assert!(!ChainKind::SyntaxTreeSitter.detects(Reject::Semantic));
+        assert!(ChainKind::SyntaxRuff.detects(Reject::Semantic));
+        assert!(!ChainKind::Script.detects(Reject::ImportError));
+    }
+
+    #[test]
+    fn config_selects_the_chain_and_health() {
+        let settings = Settings {
+            health: true,
+            keep_backups: 3,
+            ..Settings::default()
+        };
+        let text = toml(ChainKind::Full, &settings, Path::new("/fx"));
+        assert!(text.contains("default = [\"syntax\", \"startup\", \"script\"]"));
+        assert!(text.contains("health = [\"health\"]"));
+        assert!(text.contains("keep_backups = 3"));
+        assert!(text.contains("command = [\"python3\", \"/fx/script_check.py\", \"{staged}\"]"));
+        let none = toml(ChainKind::None, &Settings::default(), Path::new("/fx"));
+        assert!(none.contains("default = []") && none.contains("health = []"));
+    }
+}

@@ -122,13 +122,18 @@ impl Drop for Server {
 /// Starts `serve --listen 127.0.0.1:0` and reads the address it announces.
 fn start(bg: &super::cli::Bg, token: Option<&str>) -> Result<Server, String> {
     let mut cmd = bg.command();
-    cmd.args(["serve", "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(["serve", "--listen", "127.0.0.1:0"]);
     if let Some(t) = token {
         cmd.env("BLUEGREEN_TOKEN", t);
     }
+    start_command(cmd)
+}
+
+/// Spawns a `serve` command and reads the address it announces.
+fn start_command(mut cmd: std::process::Command) -> Result<Server, String> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| format!("starting serve: {e}"))?;
     let stdout = child.stdout.take();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -228,6 +233,18 @@ pub fn scenario(c: &Case) -> Outcome {
     let escape = json!({"agent_id": "beta", "code": code(&v1), "file_path": "../outside.py"});
     request(addr, "POST", "/api/v1/dev/hotswap", t, Some(&escape))?
         .expect_status(400, "a path outside the root")?;
+    for (agent, file, what) in [
+        ("beta", "agents/be\u{0}ta.py", "a NUL byte in file_path"),
+        ("be\u{0}ta", "agents/beta.py", "a NUL byte in agent_id"),
+        ("../beta", "agents/beta.py", "an invalid agent_id"),
+    ] {
+        let body = json!({"agent_id": agent, "code": code(&v1), "file_path": file});
+        request(addr, "POST", "/api/v1/dev/hotswap", t, Some(&body))?.expect_status(400, what)?;
+    }
+    ensure!(
+        !c.root.join("agents/beta.py").exists(),
+        "a refused request deployed beta"
+    );
     ensure!(
         !c.dir.join("outside.py").exists(),
         "a file was written outside the root"
@@ -269,7 +286,20 @@ pub fn scenario(c: &Case) -> Outcome {
     // The CLI sees what the server did (one store).
     expect_live(&bg, &id1, &v1)?;
     drop(server);
-    Ok("auth 401s, deploy 200, reject 422, 413, 400, 404, rollback 200, CLI agrees".into())
+
+    // The token can come from a file instead of the environment.
+    let token_file = c.dir.join("token");
+    super::cli::write(&token_file, format!("{TOKEN}\n").as_bytes())?;
+    let mut cmd = bg.command();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--token-file"])
+        .arg(&token_file);
+    let server = start_command(cmd)?;
+    request(&server.addr, "GET", "/api/v1/agents", None, None)?
+        .expect_status(401, "--token-file server without a token")?;
+    request(&server.addr, "GET", "/api/v1/agents", t, None)?
+        .expect(200, "--token-file server with the token")?;
+    drop(server);
+    Ok("auth 401s (env and --token-file), deploy 200, reject 422, 413, 400 (path, NUL, id), 404, rollback 200, CLI agrees".into())
 }
 
 impl Response {
@@ -282,5 +312,18 @@ impl Response {
             self.body.chars().take(300).collect::<String>()
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dechunk;
+
+    #[test]
+    fn dechunk_joins_chunks_and_stops_at_the_last() {
+        assert_eq!(
+            dechunk("4\r\nWiki\r\n5;x=y\r\npedia\r\n0\r\n\r\n"),
+            "Wikipedia"
+        );
     }
 }

@@ -1,6 +1,8 @@
-//! `cargo xtask e2e [--filter S] [--bin PATH] [--jobs N] [--keep]`: the integration matrix.
+//! `cargo xtask e2e [--filter S] [--bin PATH | --debug] [--jobs N] [--keep]`: the integration
+//! matrix.
 //!
-//! Builds the release binary once (with fault injection compiled in), then runs every
+//! Builds the release binary once (with fault injection compiled in; `--debug` builds the
+//! debug binary instead, where fault injection is always on), then runs every
 //! scenario of issue 6 against it as a subprocess, each in a fresh temporary root, for every
 //! configuration where the scenario means something:
 //!
@@ -142,25 +144,24 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// `cargo build [--release] -p bluegreen` with fault injection, in the workspace's target dir.
+/// Builds `bluegreen` with fault injection in the workspace's target dir: the release build
+/// shared with `cargo xtask bench` (same features, so neither rebuilds the other's
+/// artifacts), or with `--debug` the debug binary `cargo test` already built.
 fn build(workspace: &Path, release: bool) -> Result<PathBuf, String> {
     let started = Instant::now();
     let profile = if release { "release" } else { "debug" };
     eprintln!("e2e: building the {profile} binary (with fault injection) ...");
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo
-        .current_dir(workspace)
-        .args(["build", "--quiet", "-p", "bluegreen"]);
     if release {
-        cargo.args(["--release", "--features", "bluegreen-core/fault-injection"]);
-    }
-    let status = cargo
-        .status()
-        .map_err(|e| format!("running cargo build: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "cargo build ({profile}) -p bluegreen failed ({status})"
-        ));
+        crate::bench::build_release(workspace)?;
+    } else {
+        let status = Command::new(env!("CARGO"))
+            .current_dir(workspace)
+            .args(["build", "--quiet", "-p", "bluegreen"])
+            .status()
+            .map_err(|e| format!("running cargo build: {e}"))?;
+        if !status.success() {
+            return Err(format!("cargo build -p bluegreen failed ({status})"));
+        }
     }
     eprintln!("e2e: built in {:.1} s", started.elapsed().as_secs_f64());
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
@@ -331,7 +332,7 @@ fn run_row(ctx: &Ctx, row: &Row, dir: &Path, keep: bool) -> Record {
             record.result = "PASS";
             record.detail = detail;
             if !keep {
-                let _ = make_writable_and_remove(dir);
+                let _ = std::fs::remove_dir_all(dir);
             }
         }
         Err(why) => {
@@ -346,10 +347,6 @@ fn prepare(dir: &Path) -> Result<PathBuf, String> {
     let root = dir.join("root");
     std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
     Ok(root)
-}
-
-fn make_writable_and_remove(dir: &Path) -> std::io::Result<()> {
-    std::fs::remove_dir_all(dir)
 }
 
 fn print_table(records: &[Record]) {

@@ -388,3 +388,19 @@ fn retention(c: &Case, chain: ChainKind) -> Outcome {
     }
     Ok("3 snapshots kept of 9; two rollbacks after pruning".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_backup_name;
+
+    #[test]
+    fn backup_names_follow_the_contract() {
+        let id = "dep_01a2178156e97205a4dd69dce63a3aa6";
+        let good = format!("backups/agents/alpha/green_20261126T105802.089Z_{id}.py");
+        assert!(check_backup_name(&good, id).is_ok());
+        let no_millis = format!("backups/agents/alpha/green_20261126T105802Z_{id}.py");
+        assert!(check_backup_name(&no_millis, id).is_err());
+        let other_agent = format!("backups/agents/beta/green_20261126T105802.089Z_{id}.py");
+        assert!(check_backup_name(&other_agent, id).is_err());
+    }
+}

@@ -219,6 +219,22 @@ fn processes_in(root: &Path) -> Vec<(u32, bool, String)> {
     found
 }
 
+/// How a check process was started: forked by the zygote (a python parent) or directly.
+fn check_path(pid: u32) -> &'static str {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let parent = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .map(|p| p.trim().to_owned())
+        .unwrap_or_default();
+    let parent_cmd = std::fs::read(format!("/proc/{parent}/cmdline")).unwrap_or_default();
+    if String::from_utf8_lossy(&parent_cmd).contains("python") {
+        "in the zygote"
+    } else {
+        "under its supervisor"
+    }
+}
+
 fn kill_mid_verify(c: &Case, chain: ChainKind) -> Outcome {
     let bg = setup(c, chain, &Settings::default())?;
     let v1 = good_code("1");
@@ -242,12 +258,14 @@ fn kill_mid_verify(c: &Case, chain: ChainKind) -> Outcome {
     // Wait until BLUE is staged and a verifier process runs, then give it a moment.
     let deadline = Instant::now() + Duration::from_secs(20);
     let staged_dir = c.root.join("agents");
-    loop {
+    let path = loop {
         let staged = !super::cli::staged_leftovers(&staged_dir).is_empty();
         // A check (startup or script) runs with the root as its working directory.
-        let verifier = processes_in(&c.root).iter().any(|(_, in_root, _)| *in_root);
-        if staged && verifier {
-            break;
+        let check = processes_in(&c.root)
+            .into_iter()
+            .find(|(_, in_root, _)| *in_root);
+        if let (true, Some((pid, _, _))) = (staged, check) {
+            break check_path(pid);
         }
         if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
             let _ = child.kill();
@@ -255,7 +273,7 @@ fn kill_mid_verify(c: &Case, chain: ChainKind) -> Outcome {
             return Err("the deployment never reached a running verifier".into());
         }
         std::thread::sleep(Duration::from_millis(10));
-    }
+    };
     std::thread::sleep(Duration::from_millis(300));
     let _ = child.kill(); // SIGKILL
     let _ = child.wait();
@@ -272,7 +290,7 @@ fn kill_mid_verify(c: &Case, chain: ChainKind) -> Outcome {
     }
     ensure!(
         left.is_empty(),
-        "verifier processes outlived the killed binary by 3 s: {:?}",
+        "check run {path}: verifier processes outlived the killed binary by 3 s: {:?}",
         left.iter()
             .map(|(pid, _, what)| format!("{pid} {what}"))
             .collect::<Vec<_>>()
@@ -288,7 +306,7 @@ fn kill_mid_verify(c: &Case, chain: ChainKind) -> Outcome {
         .expect(0, "the deployment after the kill")?;
     expect_live(&bg, s(&doc, "deployment_id")?, &v3)?;
     Ok(format!(
-        "no orphan verifier; GREEN kept; next deploy {} ms",
+        "check run {path}: no orphan; GREEN kept; next deploy {} ms",
         started.elapsed().as_millis()
     ))
 }
@@ -708,6 +726,14 @@ fn hostile(c: &Case, case: Hostile) -> Outcome {
             let mut big = good.clone();
             big.resize(small_limit + 1, b'#');
             attempts.push(("limit + 1 bytes".into(), deploy(AGENT, FILE), big, &[2]));
+            // The contract's default limit (8 MiB), through a configuration that leaves it unset.
+            let defaults = c.dir.join("defaults.toml");
+            write(&defaults, b"# every setting at its default\n")?;
+            let mut args = vec!["--config".to_string(), defaults.display().to_string()];
+            args.extend(deploy(AGENT, FILE));
+            let mut huge = good.clone();
+            huge.resize(8 * 1024 * 1024 + 1, b'#');
+            attempts.push(("default limit (8 MiB) + 1 bytes".into(), args, huge, &[2]));
         }
         Hostile::NulBytes => {
             bg.deploy_ok(AGENT, FILE, &good)?;

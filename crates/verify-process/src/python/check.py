@@ -11,6 +11,12 @@ import traceback
 
 _BG_MESSAGE_LIMIT = 2000
 _BG_TRACEBACK_LIMIT = 4000
+# Bound before any agent code runs, so an agent that monkeypatches json or os cannot break
+# the report.
+_bg_dumps = json.dumps
+_bg_write = os.write
+_bg_exit = os._exit
+_bg_getpid = os.getpid
 
 
 def _bg_exception_report(exc, staged):
@@ -111,18 +117,22 @@ def _bg_run_check(staged, module_name, entrypoint):
     return {"ok": True}
 
 
-def _bg_finish(report_fd, report):
+def _bg_finish(report_fd, report, checker_pid):
+    if _bg_getpid() != checker_pid:
+        # A process the agent forked at import time and that carried on: only the checking
+        # process reports.
+        _bg_exit(0)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except BaseException:
             pass
-    data = json.dumps(report).encode("utf-8", "replace")
     try:
+        data = _bg_dumps(report).encode("utf-8", "replace")
         while data:
-            data = data[os.write(report_fd, data):]
+            data = data[_bg_write(report_fd, data):]
     finally:
-        os._exit(0)
+        _bg_exit(0)
 
 
 def _bg_take_report_fd():
@@ -134,6 +144,7 @@ def _bg_take_report_fd():
 
 
 def _bg_cold_main():
+    checker_pid = _bg_getpid()
     report_fd = _bg_take_report_fd()
     staged, module_name, entrypoint = sys.argv[1:4]
     sys.path[:0] = sys.argv[4:]
@@ -141,4 +152,4 @@ def _bg_cold_main():
         report = _bg_run_check(staged, module_name, entrypoint)
     except BaseException as exc:
         report = _bg_exception_report(exc, "")
-    _bg_finish(report_fd, report)
+    _bg_finish(report_fd, report, checker_pid)

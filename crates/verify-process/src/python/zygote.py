@@ -66,11 +66,12 @@ def _bg_child(out_w, err_w, rep_w, req_r, base_path):
     # The zygote never imported from these directories, so no finder cache is stale.
     sys.path[:] = list(request["path"]) + base_path
     report_fd = _bg_take_report_fd()
+    checker_pid = _bg_getpid()
     try:
         report = _bg_run_check(request["staged"], request["module"], request["entrypoint"] or "")
     except BaseException as exc:
         report = _bg_exception_report(exc, "")
-    _bg_finish(report_fd, report)
+    _bg_finish(report_fd, report, checker_pid)
 
 
 def _bg_zygote_main():
