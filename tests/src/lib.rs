@@ -215,8 +215,23 @@ pub fn assert_recovered(
             );
         }
     }
-    let lease = store.try_lock(&agent_id).expect("lock file usable");
-    assert!(lease.is_some(), "lock still held after recovery");
+    // Polled briefly: a child that another test thread is forking right now holds a copy
+    // of every descriptor until its exec closes them (O_CLOEXEC), including lock files.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        if store
+            .try_lock(&agent_id)
+            .expect("lock file usable")
+            .is_some()
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lock still held after recovery"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     bytes
 }
 

@@ -210,6 +210,13 @@ async fn symlinked_agent_backup_dir_is_refused_without_writing_outside() {
     assert_eq!(err.kind(), ErrorKind::BadInput, "{err}");
     assert_eq!(tree(&f.outside), outside_before);
     assert_eq!(std::fs::read(f.root.join("victim.py")).unwrap(), V1);
+    // Refused before the journal recorded anything: nothing pending, history unchanged.
+    let store = FsStore::open(&f.root).unwrap();
+    let state = bluegreen_core::Store::load(&store, &"victim".parse().unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(!state.is_pending(), "{state:?}");
+    assert_eq!(state.deployments.len(), 1);
     assert!(bluegreen_tests::staged_leftovers(&f.root.join("victim.py")).is_empty());
 }
 

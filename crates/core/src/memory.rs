@@ -82,8 +82,15 @@ impl Store for MemoryStore {
     }
 
     fn write_backup(&self, _agent: &AgentId, path: &str, bytes: &[u8]) -> Result<(), Error> {
-        self.lock().backups.insert(path.to_owned(), bytes.to_vec());
-        Ok(())
+        match self.lock().backups.entry(path.to_owned()) {
+            std::collections::btree_map::Entry::Occupied(_) => {
+                Err(Error::Store(format!("snapshot {path} already exists")))
+            }
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(bytes.to_vec());
+                Ok(())
+            }
+        }
     }
 
     fn read_backup(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {

@@ -279,9 +279,14 @@ impl BlueGreenService {
             backup_path,
             previous: state.live().map(|d| d.deployment_id.clone()),
         };
+        if begin.backup_path.is_some() {
+            // Refuse a hostile snapshot directory before the journal records anything.
+            self.inner.store.check_backup_dir(&agent)?;
+        }
+        // Durable together with GREEN's snapshot in the backup stage (`Store::sync`).
         self.inner
             .store
-            .append(&agent, &Event::Begin(begin.clone()))?;
+            .append_deferred(&agent, &Event::Begin(begin.clone()))?;
         self.fault(FaultPoint::AfterBegin)?;
 
         let chain = req.chain.unwrap_or_else(|| self.chain_for(&agent).clone());
@@ -751,7 +756,9 @@ impl BlueGreenService {
                         snapshot: match &rb.snapshot {
                             Some(snap)
                                 if store
-                                    .read_backup(&snap.path)?
+                                    .read_backup(&snap.path)
+                                    .ok()
+                                    .flatten()
                                     .is_some_and(|b| sha256_hex(&b) == snap.sha256) =>
                             {
                                 Some(snap.clone())
@@ -811,8 +818,16 @@ impl BlueGreenService {
             Err(e) => return Err(Error::io(format!("reading {}", target.rel), e)),
         };
         let now = Utc::now().trunc_subsecs(3);
+        if current.is_some() {
+            store.check_backup_dir(agent)?;
+        }
         let snapshot = current.as_deref().map(|b| crate::store::SnapshotRef {
-            path: store.backup_path(agent, &from.deployment_id, now, &target.extension()),
+            path: store.rollback_snapshot_path(
+                agent,
+                &from.deployment_id,
+                now,
+                &target.extension(),
+            ),
             sha256: sha256_hex(b),
         });
         let rb = RollbackBegin {

@@ -389,7 +389,31 @@ pub trait Store: Send + Sync + 'static {
         )
     }
 
-    /// Writes a snapshot at `path` (from [`Store::backup_path`]), durably.
+    /// Where a rollback's snapshot of the bytes it replaces goes: like [`Store::backup_path`]
+    /// for the rolled-back deployment, with a unique suffix (a deployment's own snapshot and
+    /// any number of rollback snapshots of it never share a name, even within a millisecond).
+    fn rollback_snapshot_path(
+        &self,
+        agent: &AgentId,
+        rolled_back: &DeploymentId,
+        timestamp: DateTime<Utc>,
+        extension: &str,
+    ) -> String {
+        let unique = uuid::Uuid::now_v7().simple().to_string();
+        format!(
+            "backups/agents/{agent}/green_{}_{rolled_back}_rb{}{extension}",
+            timestamp.format("%Y%m%dT%H%M%S%.3fZ"),
+            &unique[20..]
+        )
+    }
+
+    /// Checks, before anything is written, that snapshots of `agent` can be written safely
+    /// (for a file store: no symlink leading out of the root on the way).
+    fn check_backup_dir(&self, _agent: &AgentId) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Writes a snapshot at `path` (from [`Store::backup_path`]), durably. Never overwrites.
     fn write_backup(&self, agent: &AgentId, path: &str, bytes: &[u8]) -> Result<(), Error>;
 
     /// Reads a snapshot (`None` if it does not exist).

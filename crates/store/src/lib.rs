@@ -389,6 +389,13 @@ impl Store for FsStore {
         self.append_line(agent, event, false)
     }
 
+    fn check_backup_dir(&self, agent: &AgentId) -> Result<(), Error> {
+        check_inside_root(
+            &self.root,
+            &self.root.join("backups/agents").join(agent.as_str()),
+        )
+    }
+
     fn write_backup_deferred(
         &self,
         agent: &AgentId,
