@@ -16,17 +16,33 @@ use bluegreen_verify_process::{StartupOptions, StartupVerifier};
 use bluegreen_verify_syntax::{SyntaxOptions, SyntaxVerifier};
 use serde_json::{json, Value};
 
-/// Entry from `cargo xtask bench`: build release, then run the measuring process.
+/// Entry from `cargo xtask bench [--quick] [--debug]`: build release, then run the measuring
+/// process. `--debug` runs in this (debug) process against the debug binary `cargo test`
+/// built — a smoke test of the harness for CI, whose figures mean nothing.
 pub fn main(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
     let root = workspace_root();
+    if args.iter().any(|a| a == "--debug") {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "bluegreen"])
+            .current_dir(&root)
+            .status()
+            .map_err(|e| format!("cargo build: {e}"))?;
+        if !status.success() {
+            return Err("debug build failed".into());
+        }
+        let _ = BIN.set(target_dir(&root).join("debug/bluegreen"));
+        return run_main(args);
+    }
     build_release(&root)?;
-    let mut run = Command::new(root.join("target/release/xtask"));
+    let mut run = Command::new(target_dir(&root).join("release/xtask"));
     run.arg("bench-run").current_dir(&root);
     if quick {
         run.arg("--quick");
     }
-    let status = run.status().map_err(|e| format!("running the bench: {e}"))?;
+    let status = run
+        .status()
+        .map_err(|e| format!("running the bench: {e}"))?;
     if status.success() {
         Ok(())
     } else {
@@ -60,6 +76,21 @@ pub fn build_release(root: &Path) -> Result<(), String> {
     }
 }
 
+static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// The `bluegreen` binary under test (release unless `--debug`).
+pub fn bluegreen_bin() -> PathBuf {
+    BIN.get_or_init(|| target_dir(&workspace_root()).join("release/bluegreen"))
+        .clone()
+}
+
+/// The cargo target directory (`CARGO_TARGET_DIR` or `<workspace>/target`).
+pub fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
 /// The measuring process (release build).
 pub fn run_main(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
@@ -74,11 +105,23 @@ pub fn run_main(args: &[String]) -> Result<(), String> {
 
     let n = if quick { 20 } else { 200 };
     let floor = floor(&scratch, n)?;
-    report.row("1 floor", "durable atomic replace, 10 KB", &floor, None, None);
+    report.row(
+        "1 floor",
+        "durable atomic replace, 10 KB",
+        &floor,
+        None,
+        None,
+    );
 
     let agent = ten_kb_agent();
     let naive = naive_pipeline(&scratch, &agent, if quick { 10 } else { 50 })?;
-    report.row("2 baseline", "naive cp + py_compile + mv", &naive, None, None);
+    report.row(
+        "2 baseline",
+        "naive cp + py_compile + mv",
+        &naive,
+        None,
+        None,
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -94,7 +137,7 @@ pub fn run_main(args: &[String]) -> Result<(), String> {
             Some(("naive", naive.p50)),
         );
     }
-    let bin = root.join("target/release/bluegreen");
+    let bin = bluegreen_bin();
     for chain in ["none", "syntax"] {
         let stats = cli_latency(&scratch, &bin, &agent, chain, if quick { 10 } else { 50 })?;
         report.row(
@@ -120,11 +163,18 @@ pub fn run_main(args: &[String]) -> Result<(), String> {
     ] {
         match result {
             Ok(value) => {
-                report.lines.push(format!("| {section} | see report.json | {} | | |", summarize(&value)));
-                report.extra.push(json!({"section": section, "result": value}));
+                report.lines.push(format!(
+                    "| {section} | see report.json | {} | | |",
+                    summarize(&value)
+                ));
+                report
+                    .extra
+                    .push(json!({"section": section, "result": value}));
             }
             Err(e) => {
-                report.lines.push(format!("| {section} | error | {e} | | |"));
+                report
+                    .lines
+                    .push(format!("| {section} | error | {e} | | |"));
                 report.extra.push(json!({"section": section, "error": e}));
             }
         }
@@ -142,7 +192,9 @@ pub fn run_main(args: &[String]) -> Result<(), String> {
         scale["recover_ms"].as_f64().unwrap_or(0.0),
         scale["rss_delta_mib"].as_f64().unwrap_or(0.0),
     ));
-    report.extra.push(json!({"section": "6 registry", "result": scale}));
+    report
+        .extra
+        .push(json!({"section": "6 registry", "result": scale}));
 
     let _ = std::fs::remove_dir_all(&scratch);
     report.finish(&out_dir, quick, started.elapsed())
@@ -183,19 +235,28 @@ impl Report {
             "| {section} | {name} | p50 {:.3} ms | p99 {:.3} ms | {}{} |",
             stats.p50,
             stats.p99,
-            vs_floor.map(|r| format!("{r:.2}× floor")).unwrap_or_default(),
-            speedup.map(|s| format!(", {s:.1}× faster than naive")).unwrap_or_default(),
+            vs_floor
+                .map(|r| format!("{r:.2}× floor"))
+                .unwrap_or_default(),
+            speedup
+                .map(|s| format!(", {s:.1}× faster than naive"))
+                .unwrap_or_default(),
         ));
     }
 
     fn finish(self, out_dir: &Path, quick: bool, elapsed: Duration) -> Result<(), String> {
-        let mut md = String::from("| section | what | figure | baseline/detail | ratio |\n|---|---|---|---|---|\n");
+        let mut md = String::from(
+            "| section | what | figure | baseline/detail | ratio |\n|---|---|---|---|---|\n",
+        );
         for line in &self.lines {
             md.push_str(line);
             md.push('\n');
         }
         println!("{md}");
-        println!("bench finished in {:.1}s (quick: {quick})", elapsed.as_secs_f64());
+        println!(
+            "bench finished in {:.1}s (quick: {quick})",
+            elapsed.as_secs_f64()
+        );
         let doc = json!({
             "quick": quick,
             "machine": machine(),
@@ -245,7 +306,10 @@ impl Stats {
         samples.sort();
         let pick = |q: f64| {
             let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
-            samples.get(i).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
+            samples
+                .get(i)
+                .map(|d| d.as_secs_f64() * 1000.0)
+                .unwrap_or(0.0)
         };
         Stats {
             n: samples.len(),
@@ -328,12 +392,23 @@ fn chains() -> Vec<(&'static str, Chain)> {
     vec![
         ("none", Chain::new()),
         ("syntax", Chain::new().with(syntax())),
-        ("syntax+startup warm", Chain::new().with(syntax()).with(startup(true))),
-        ("syntax+startup cold", Chain::new().with(syntax()).with(startup(false))),
+        (
+            "syntax+startup warm",
+            Chain::new().with(syntax()).with(startup(true)),
+        ),
+        (
+            "syntax+startup cold",
+            Chain::new().with(syntax()).with(startup(false)),
+        ),
     ]
 }
 
-async fn library_latency(scratch: &Path, agent: &[u8], chain: Chain, n: usize) -> Result<Stats, String> {
+async fn library_latency(
+    scratch: &Path,
+    agent: &[u8],
+    chain: Chain,
+    n: usize,
+) -> Result<Stats, String> {
     let root = tempdir_in(scratch, "lib")?;
     let service = BlueGreenService::builder(&root)
         .store(FsStore::open(&root).map_err(|e| e.to_string())?)
@@ -361,26 +436,46 @@ async fn library_latency(scratch: &Path, agent: &[u8], chain: Chain, n: usize) -
     Ok(Stats::of(samples))
 }
 
-fn cli_latency(scratch: &Path, bin: &Path, agent: &[u8], chain: &str, n: usize) -> Result<Stats, String> {
+fn cli_latency(
+    scratch: &Path,
+    bin: &Path,
+    agent: &[u8],
+    chain: &str,
+    n: usize,
+) -> Result<Stats, String> {
     let root = tempdir_in(scratch, "cli")?;
     let code_file = root.join("code.in");
     let mut samples = Vec::with_capacity(n);
     for i in 0..=n {
         std::fs::write(&code_file, variant(agent, i)).map_err(|e| e.to_string())?;
         let mut cmd = Command::new(bin);
-        cmd.args(["--root"]).arg(&root).args(["deploy", "bench", "--file", "agents/bench.py", "--code-file"]).arg(&code_file);
+        cmd.args(["--root"])
+            .arg(&root)
+            .args([
+                "deploy",
+                "bench",
+                "--file",
+                "agents/bench.py",
+                "--code-file",
+            ])
+            .arg(&code_file);
         if chain == "none" {
             cmd.arg("--no-verify");
         }
         let t = Instant::now();
-        let out = cmd.output().map_err(|e| format!("running {}: {e}", bin.display()))?;
+        let out = cmd
+            .output()
+            .map_err(|e| format!("running {}: {e}", bin.display()))?;
         if i > 0 {
             samples.push(t.elapsed());
         }
         if !out.status.success() {
             return Err(format!(
                 "CLI deploy failed: {}",
-                String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
             ));
         }
     }
@@ -482,7 +577,9 @@ fn registry_scale(scratch: &Path, bin: &Path, agents: usize, deps: usize) -> Res
             });
             previous = Some(id);
         }
-        store.import_log(&agent, &events).map_err(|e| e.to_string())?;
+        store
+            .import_log(&agent, &events)
+            .map_err(|e| e.to_string())?;
     }
     let build_s = t.elapsed().as_secs_f64();
     drop(store);
@@ -498,7 +595,10 @@ fn registry_scale(scratch: &Path, bin: &Path, agents: usize, deps: usize) -> Res
     let status = service.active_versions().map_err(|e| e.to_string())?;
     let status_ms = t.elapsed().as_secs_f64() * 1000.0;
     if status.len() != agents {
-        return Err(format!("status lists {} agents, expected {agents}", status.len()));
+        return Err(format!(
+            "status lists {} agents, expected {agents}",
+            status.len()
+        ));
     }
     let t = Instant::now();
     let history = service.history("agent_00042").map_err(|e| e.to_string())?;
@@ -511,7 +611,9 @@ fn registry_scale(scratch: &Path, bin: &Path, agents: usize, deps: usize) -> Res
         .build()
         .map_err(|e| e.to_string())?;
     let t = Instant::now();
-    runtime.block_on(service.recover()).map_err(|e| e.to_string())?;
+    runtime
+        .block_on(service.recover())
+        .map_err(|e| e.to_string())?;
     let recover_ms = t.elapsed().as_secs_f64() * 1000.0;
     let rss_delta_mib = rss_kib().saturating_sub(rss0) as f64 / 1024.0;
 

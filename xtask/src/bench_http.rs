@@ -25,7 +25,7 @@ const TOKEN: &str = "bench-token-7f3a9c2e5d1b4a60";
 /// Runs this section; `quick` is the smoke version for CI. Returns the figures as JSON.
 pub fn run(quick: bool) -> Result<Value, String> {
     let (clients, per_client, agents) = if quick { (8, 3, 4) } else { (32, 25, 8) };
-    let bin = workspace_root().join("target/release/bluegreen");
+    let bin = crate::bench::bluegreen_bin();
     let scratch = workspace_root().join("target/bench/scratch");
     let root = scratch.join(format!(
         "http-{}",

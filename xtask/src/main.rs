@@ -27,7 +27,9 @@ fn main() -> ExitCode {
         "bench-run" => bench::run_main(rest),
         "e2e" => e2e::main(rest),
         "demo" => demo::main(rest),
-        other => Err(format!("unknown task {other:?}; expected e2e, bench, fidelity or demo")),
+        other => Err(format!(
+            "unknown task {other:?}; expected e2e, bench, fidelity or demo"
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
