@@ -31,13 +31,24 @@ pub fn main(args: &[String]) -> Result<(), String> {
             // The syntax section of `cargo xtask bench`, alone.
             "--bench" => {
                 let report = crate::bench_syntax::run(args.iter().any(|a| a == "--quick"))?;
-                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
                 return Ok(());
             }
-            other => return Err(format!("unknown option {other:?}; expected --quick, --mutants N, --seed S, --bench")),
+            other => {
+                return Err(format!(
+                    "unknown option {other:?}; expected --quick, --mutants N, --seed S, --bench"
+                ))
+            }
         }
     }
-    let mutants = mutants.unwrap_or(if quick { QUICK_MUTANTS } else { DEFAULT_MUTANTS });
+    let mutants = mutants.unwrap_or(if quick {
+        QUICK_MUTANTS
+    } else {
+        DEFAULT_MUTANTS
+    });
     let out = output_dir();
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
 
@@ -69,8 +80,9 @@ pub fn main(args: &[String]) -> Result<(), String> {
         }
     }
     let report_path = out.join("report.json");
-    let text = serde_json::to_string_pretty(&json!({ "quick": quick, "seed": seed, "results": report }))
-        .map_err(|e| format!("cannot encode the report: {e}"))?;
+    let text =
+        serde_json::to_string_pretty(&json!({ "quick": quick, "seed": seed, "results": report }))
+            .map_err(|e| format!("cannot encode the report: {e}"))?;
     std::fs::write(&report_path, text)
         .map_err(|e| format!("cannot write {}: {e}", report_path.display()))?;
     println!("report: {}", report_path.display());
@@ -109,7 +121,10 @@ fn script(name: &str) -> PathBuf {
 /// Every `.py` file of the installed CPython stdlib, site-packages excluded, sorted.
 pub(crate) fn stdlib_files() -> Result<Vec<PathBuf>, String> {
     let output = Command::new("python3")
-        .args(["-c", "import sysconfig; print(sysconfig.get_paths()['stdlib'])"])
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['stdlib'])",
+        ])
         .output()
         .map_err(|e| format!("cannot run python3: {e}"))?;
     if !output.status.success() {
@@ -119,11 +134,14 @@ pub(crate) fn stdlib_files() -> Result<Vec<PathBuf>, String> {
     let mut files = Vec::new();
     let mut stack = vec![root];
     while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
         for entry in entries.flatten() {
             let path = entry.path();
             let name = entry.file_name();
-            let Ok(kind) = entry.file_type() else { continue };
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
             if kind.is_dir() {
                 if name != "site-packages" && name != "dist-packages" && name != "__pycache__" {
                     stack.push(path);
@@ -144,7 +162,10 @@ fn quick_sample(files: Vec<PathBuf>) -> Vec<PathBuf> {
         .enumerate()
         .filter(|(i, p)| {
             let s = p.to_string_lossy();
-            i % 10 == 0 || s.contains("badsyntax") || s.contains("bad_coding") || s.contains("lib2to3/tests/data")
+            i % 10 == 0
+                || s.contains("badsyntax")
+                || s.contains("bad_coding")
+                || s.contains("lib2to3/tests/data")
         })
         .map(|(_, p)| p)
         .collect()
@@ -159,10 +180,16 @@ fn write_list(path: &Path, files: &[PathBuf]) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-fn generate_mutants(stdlib: &[PathBuf], out: &Path, count: usize, seed: u64) -> Result<Vec<PathBuf>, String> {
+fn generate_mutants(
+    stdlib: &[PathBuf],
+    out: &Path,
+    count: usize,
+    seed: u64,
+) -> Result<Vec<PathBuf>, String> {
     let dir = out.join("mutants");
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
     }
     let list = out.join("mutant-sources.txt");
     write_list(&list, stdlib)?;
@@ -188,7 +215,10 @@ fn generate_mutants(stdlib: &[PathBuf], out: &Path, count: usize, seed: u64) -> 
 }
 
 /// CPython's verdict per file: `None` = accepted, `Some(message)` = rejected.
-pub(crate) fn cpython_verdicts(files: &[PathBuf], list: &Path) -> Result<Vec<Option<String>>, String> {
+pub(crate) fn cpython_verdicts(
+    files: &[PathBuf],
+    list: &Path,
+) -> Result<Vec<Option<String>>, String> {
     write_list(list, files)?;
     let output = Command::new("python3")
         .arg(script("cpython_verdicts.py"))
@@ -205,7 +235,8 @@ pub(crate) fn cpython_verdicts(files: &[PathBuf], list: &Path) -> Result<Vec<Opt
     let verdicts: Vec<Option<String>> = text
         .lines()
         .map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("bad verdict line: {e}"))?;
+            let v: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| format!("bad verdict line: {e}"))?;
             Ok(if v["ok"].as_bool() == Some(true) {
                 None
             } else {
@@ -218,7 +249,11 @@ pub(crate) fn cpython_verdicts(files: &[PathBuf], list: &Path) -> Result<Vec<Opt
         })
         .collect::<Result<_, String>>()?;
     if verdicts.len() != files.len() {
-        return Err(format!("expected {} verdicts, got {}", files.len(), verdicts.len()));
+        return Err(format!(
+            "expected {} verdicts, got {}",
+            files.len(),
+            verdicts.len()
+        ));
     }
     Ok(verdicts)
 }
@@ -268,7 +303,11 @@ impl Comparison {
             for d in self.disagreements.iter().take(40) {
                 println!(
                     "    {} {}\n        cpython: {}\n        ours:    {}",
-                    if d.cpython.is_some() { "FALSE ACCEPT" } else { "FALSE REJECT" },
+                    if d.cpython.is_some() {
+                        "FALSE ACCEPT"
+                    } else {
+                        "FALSE REJECT"
+                    },
                     d.path.display(),
                     d.cpython.as_deref().unwrap_or("accepted"),
                     d.ours.as_deref().unwrap_or("accepted")
@@ -294,8 +333,12 @@ impl Comparison {
 }
 
 fn operator_of(path: &Path) -> String {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    stem.split_once('_').map_or(stem.clone(), |(_, op)| op.to_owned())
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    stem.split_once('_')
+        .map_or(stem.clone(), |(_, op)| op.to_owned())
 }
 
 /// Our verdict per file, checked on two threads.
@@ -324,7 +367,12 @@ pub(crate) fn our_verdicts(files: &[PathBuf], options: &SyntaxOptions) -> Vec<Op
     })
 }
 
-fn compare(corpus: &'static str, engine: Engine, files: &[PathBuf], truth: &[Option<String>]) -> Comparison {
+fn compare(
+    corpus: &'static str,
+    engine: Engine,
+    files: &[PathBuf],
+    truth: &[Option<String>],
+) -> Comparison {
     let options = SyntaxOptions {
         engine,
         ..SyntaxOptions::default()

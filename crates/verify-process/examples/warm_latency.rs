@@ -51,7 +51,10 @@ async fn main() {
     cold.sort();
     println!(
         "warm p50 {:?} min {:?}; cold p50 {:?} min {:?}",
-        warm[n / 2], warm[0], cold[n / 2], cold[0]
+        warm[n / 2],
+        warm[0],
+        cold[n / 2],
+        cold[0]
     );
     let _ = std::fs::remove_dir_all(&root);
 }

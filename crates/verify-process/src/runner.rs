@@ -207,6 +207,8 @@ unsafe fn supervise(check: libc::pid_t) -> ! {
     libc::close(1);
     libc::close(2);
     close_from(3);
+    // Do not hold on to the check's directory (the root) while supervising.
+    libc::chdir(c"/".as_ptr());
     let mut no_signals_blocked: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut no_signals_blocked);
     let mut control = libc::pollfd {
@@ -305,7 +307,7 @@ impl Exit {
         }
     }
 
-    /// From Python's `os.waitstatus_to_exitcode` (negative = signal).
+    /// From the zygote's exit code (negative = killed by that signal).
     pub(crate) fn from_exitcode(code: i64) -> Self {
         if code < 0 {
             Exit::Signal((-code) as i32)

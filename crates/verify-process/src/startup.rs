@@ -140,6 +140,13 @@ impl StartupVerifier {
         &self.options
     }
 
+    /// Starts the warm-mode zygote now (in `root`) instead of on the first check, e.g. when a
+    /// long-running server starts; `true` if it is running. A one-shot command gains nothing
+    /// from warm mode: its single check pays for the zygote's start.
+    pub async fn prestart(&self, root: &Path) -> bool {
+        self.options.warm && self.zygote.get(root).await.is_some()
+    }
+
     /// The pid of the warm-mode interpreter if one is running (diagnostics and tests).
     pub fn zygote_pid(&self) -> Option<i32> {
         self.zygote.current_pid()
@@ -253,11 +260,13 @@ impl Verifier for StartupVerifier {
         if self.options.warm {
             // Starting the zygote (first check, or after it died) counts against the timeout.
             let zygote = match self.warm_request(&plan) {
-                Some(request) => tokio::time::timeout(self.options.timeout, self.zygote.get())
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|zygote| (request, zygote)),
+                Some(request) => {
+                    tokio::time::timeout(self.options.timeout, self.zygote.get(&plan.root))
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|zygote| (request, zygote))
+                }
                 None => None,
             };
             if let Some((request, zygote)) = zygote {

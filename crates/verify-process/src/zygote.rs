@@ -1,13 +1,19 @@
 //! Warm mode: a pre-started interpreter (the *zygote*) that forks one fresh child per check.
 //!
-//! The zygote is `python -I -B` running `check.py` + `zygote.py`, started lazily under the
-//! same supervisor as every other check (see [`crate::runner`]), so whatever it or its
-//! children leave behind is reaped. It speaks line-delimited JSON on two pipes (its fds 3
-//! and 4); `zygote.py` documents the messages. Per request it forks a child that calls
-//! `setsid`, redirects stdio to fresh pipes, applies the limits, `chdir`s to the root, sets
+//! The zygote is `python -I -B` running `check.py` + `zygote.py`, started lazily (in the root
+//! of the first check, so an interpreter launcher such as a pyenv shim resolves as it would
+//! for a cold check) under the same supervisor as every other check (see [`crate::runner`]),
+//! so whatever it or its children leave behind is reaped. It speaks line-delimited JSON on
+//! two pipes (its fds 3 and 4); `zygote.py` documents the messages.
+//!
+//! Each check gets a child forked from the pristine zygote: it calls `setsid`, redirects
+//! stdio to fresh pipes, applies the limits, `chdir`s to the root, sets
 //! `sys.path = [root, target dir] + the stdlib path of python -I`, imports the candidate
-//! exactly like cold mode and writes the same report. The zygote kills the child's group once
-//! the child exits and reports exit status, report and capped output back.
+//! exactly like cold mode and writes the same report. One such child is kept forked ahead of
+//! time (the *spare*, blocked reading its request), so the fork is off the critical path.
+//! When the child exits the zygote kills its group, reaps it, and answers with exit status,
+//! report and capped output. Bluegreen learns the child's pid right after the hand-off, so a
+//! timeout or cancellation kills the child's group directly.
 //!
 //! Differences from cold mode that cannot change a verdict: the stdlib modules the check
 //! itself uses are already imported, and all children share the zygote's hash seed.
@@ -20,6 +26,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -63,7 +70,9 @@ impl ZygotePool {
     }
 
     /// A live zygote, starting one if there is none (and the last attempt is not too recent).
-    pub(crate) async fn get(&self) -> Option<Arc<Zygote>> {
+    /// It is started in `root`, so that a launcher choosing the interpreter by directory (a
+    /// pyenv shim and `.python-version`) picks the same one as a cold check there.
+    pub(crate) async fn get(&self, root: &Path) -> Option<Arc<Zygote>> {
         let mut state = self.state.lock().await;
         if let Some(zygote) = &state.zygote {
             if zygote.is_alive() {
@@ -81,7 +90,8 @@ impl ZygotePool {
         state.last_attempt = Some(Instant::now());
         let python = self.python.clone();
         let env = self.env.clone();
-        match tokio::task::spawn_blocking(move || Zygote::start(python, env)).await {
+        let root = root.to_path_buf();
+        match tokio::task::spawn_blocking(move || Zygote::start(python, env, &root)).await {
             Ok(Ok(zygote)) => {
                 let zygote = Arc::new(zygote);
                 state.zygote = Some(zygote.clone());
@@ -132,13 +142,17 @@ pub(crate) struct Zygote {
 
 impl Zygote {
     /// Starts the interpreter and waits for its `ready` line (blocking).
-    fn start(python: OsString, env: Vec<(OsString, OsString)>) -> std::io::Result<Self> {
+    fn start(
+        python: OsString,
+        env: Vec<(OsString, OsString)>,
+        root: &Path,
+    ) -> std::io::Result<Self> {
         let (request_read, request_write) = runner::pipe()?;
         let (response_read, response_write) = runner::pipe()?;
         let spec = ProcessSpec {
             program: &python,
             args: vec!["-I".into(), "-B".into(), "-c".into(), ZYGOTE_SOURCE.into()],
-            cwd: std::path::Path::new("/"),
+            cwd: root,
             env,
             limits: None,
             extra_fds: vec![(request_read, 3), (response_write, 4)],

@@ -66,6 +66,11 @@ async fn fail_fast_cancels_running_process_verifiers() {
     for warm in [false, true] {
         let setup = Setup::fixture("infinite_loop.py");
         let startup = looping_startup(warm);
+        if warm {
+            // Start the zygote first, so the chain cancels a check, not a zygote start.
+            let good = Setup::fixture("good_agent.py");
+            assert!(startup.verify(&good.req).await.passed);
+        }
         let saw_both = Arc::new(AtomicBool::new(false));
         let chain = Chain::new()
             .with(sleeper_script())

@@ -47,14 +47,19 @@ pub(crate) fn decode_source(source: &[u8]) -> Result<Decoded<'_>, Diagnostic> {
         (Some(cookie), false) if cookie.name != "utf-8" => Some(cookie),
         _ => None,
     };
-    match encoding {
-        None => decode_utf8(body).map(|text| Decoded {
-            text: Cow::Borrowed(text),
-        }),
-        Some(cookie) => decode_with_codec(body, cookie).map(|text| Decoded {
-            text: Cow::Owned(text),
-        }),
+    let text = match encoding {
+        None => Cow::Borrowed(decode_utf8(body)?),
+        Some(cookie) => Cow::Owned(decode_with_codec(body, cookie)?),
+    };
+    // Only one BOM is a BOM; ruff's lexer would skip a second one, CPython rejects it.
+    if text.starts_with('\u{feff}') {
+        return Err(Diagnostic::new(
+            1,
+            1,
+            "invalid non-printable character U+FEFF",
+        ));
     }
+    Ok(Decoded { text })
 }
 
 fn memchr_nul(bytes: &[u8]) -> Option<usize> {
@@ -264,6 +269,46 @@ fn python_codec_module(name: &str) -> Option<&'static str> {
     lookup(&normalized).or_else(|| lookup(&normalized.replace('.', "_")))
 }
 
+/// Bytes Python's Windows code pages cannot decode (generated from Python 3.11).
+const PYTHON_UNDEFINED_BYTES: &[(&str, &[u8])] = &[
+    ("cp1250", &[0x81, 0x83, 0x88, 0x90, 0x98]),
+    ("cp1251", &[0x98]),
+    ("cp1252", &[0x81, 0x8D, 0x8F, 0x90, 0x9D]),
+    (
+        "cp1253",
+        &[
+            0x81, 0x88, 0x8A, 0x8C, 0x8D, 0x8E, 0x8F, 0x90, 0x98, 0x9A, 0x9C, 0x9D, 0x9E, 0x9F,
+            0xAA, 0xD2, 0xFF,
+        ],
+    ),
+    ("cp1254", &[0x81, 0x8D, 0x8E, 0x8F, 0x90, 0x9D, 0x9E]),
+    (
+        "cp1255",
+        &[
+            0x81, 0x8A, 0x8C, 0x8D, 0x8E, 0x8F, 0x90, 0x9A, 0x9C, 0x9D, 0x9E, 0x9F, 0xCA, 0xD9,
+            0xDA, 0xDB, 0xDC, 0xDD, 0xDE, 0xDF, 0xFB, 0xFC, 0xFF,
+        ],
+    ),
+    (
+        "cp1257",
+        &[
+            0x81, 0x83, 0x88, 0x8A, 0x8C, 0x90, 0x98, 0x9A, 0x9C, 0x9F, 0xA1, 0xA5,
+        ],
+    ),
+    (
+        "cp1258",
+        &[0x81, 0x8A, 0x8D, 0x8E, 0x8F, 0x90, 0x9A, 0x9D, 0x9E],
+    ),
+    (
+        "cp874",
+        &[
+            0x81, 0x82, 0x83, 0x84, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8B, 0x8C, 0x8D, 0x8E, 0x8F,
+            0x90, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xDB, 0xDC, 0xDD, 0xDE, 0xFC,
+            0xFD, 0xFE, 0xFF,
+        ],
+    ),
+];
+
 fn decode_with_codec(body: &[u8], cookie: &Cookie) -> Result<String, Diagnostic> {
     let Some(module) = python_codec_module(&cookie.name) else {
         return Err(Diagnostic::new(
@@ -293,6 +338,12 @@ fn decode_with_codec(body: &[u8], cookie: &Cookie) -> Result<String, Diagnostic>
             }
         }
         other => {
+            // WHATWG decodes these bytes to C1 controls; Python's code pages leave them undefined.
+            if let Some((_, undefined)) = PYTHON_UNDEFINED_BYTES.iter().find(|(m, _)| *m == other) {
+                if body.iter().any(|b| undefined.contains(b)) {
+                    return Err(undecodable());
+                }
+            }
             let label = other.replace('_', "-");
             let Some(encoding) = encoding_rs::Encoding::for_label(label.as_bytes()) else {
                 return Err(Diagnostic::new(
@@ -359,5 +410,11 @@ mod tests {
             .unwrap_err()
             .contains("cannot decode"));
         assert!(decode(b"x=1\0\n").unwrap_err().contains("null bytes"));
+        assert!(decode(b"# coding: cp1252\nx='\x80'\n").is_ok());
+        assert!(decode(b"# coding: cp1252\nx='\x81'\n").is_err());
+        assert_eq!(
+            decode(b"\xef\xbb\xbf\xef\xbb\xbfx=1\n").unwrap_err(),
+            "1:1 invalid non-printable character U+FEFF"
+        );
     }
 }

@@ -37,9 +37,11 @@
 //!   `compile(bytes)` and `import` never decode comments and accept it, `python3 file.py`
 //!   rejects it ("Non-UTF-8 code starting with …"). We reject it, as PEP 3120 says.
 //! - Coding cookies naming a Python codec that `encoding_rs` cannot decode (e.g. `cp437`,
-//!   `mac-roman`, `unicode_escape`): rejected ("a Python codec this verifier cannot decode").
-//!   Single-byte Windows code pages decode with the WHATWG tables, which map the few bytes
-//!   Python leaves undefined instead of failing.
+//!   `mac-roman`): rejected ("a Python codec this verifier cannot decode"); the text-to-text
+//!   codecs (`unicode_escape`, `raw_unicode_escape`, `idna`, `punycode`) count as unknown.
+//!   Other codecs decode with the WHATWG tables of `encoding_rs` (the bytes Python's Windows
+//!   code pages leave undefined are rejected as in Python); multi-byte Asian codecs may
+//!   differ from Python's on rare byte sequences.
 //! - The compiler's recursion limit: CPython 3.11 rejects trees deeper than about 2991
 //!   nested statements/expressions ("maximum recursion depth exceeded during
 //!   compilation"), but the exact limit shrinks by 3 for every Python frame of the caller.
@@ -47,9 +49,6 @@
 //!   of the limit may get a different verdict from a deeper caller. Long `elif` chains
 //!   (nested in CPython's tree, flat in ruff's) do not count towards our depth.
 //! - `from __future__ import barry_as_FLUFL` (the `<>` easter egg) is not modelled.
-//! - Names bound by `import`, `def`, `class`, `for` or `with` before a `global` declaration
-//!   in the same scope: CPython rejects ("assigned to before global declaration"); we catch
-//!   plain names only (`x = 1`, `x += 1`, loads).
 //! - Python versions other than 3.11: version-gated grammar comes from ruff and is
 //!   reliable; our extra checks (tab consistency, nesting limits, `except*` exits, default
 //!   `except:` last) follow 3.11's compiler and were measured against 3.11 only.

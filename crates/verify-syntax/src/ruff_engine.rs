@@ -74,6 +74,7 @@ pub(crate) fn check(
     let TokenFacts {
         depth_bound,
         has_declarations,
+        has_nonlocal,
     } = check_token_limits(&parsed, &mut diagnostics);
     let token_count = parsed.tokens().len();
     let Some(module) = parsed.try_into_module() else {
@@ -100,6 +101,7 @@ pub(crate) fn check(
     if diagnostics.is_empty() {
         let mut visitor = SemanticVisitor::new(source, python_version);
         visitor.scan_declarations = has_declarations;
+        visitor.collect_bindings = has_nonlocal;
         visitor.visit_body(&module.syntax().body);
         diagnostics.extend(visitor.into_diagnostics());
         if let Some(spec) = entrypoint {
@@ -159,7 +161,9 @@ fn parse_message(error: &ParseError, source: &str) -> String {
             invalid_character_message(*tok)
         }
         ParseErrorType::Lexical(LexicalErrorType::UnclosedStringError) => {
-            let line = source[..start.min(source.len())].matches('\n').count() + 1;
+            // CPython names the line where the tokenizer gave up (a final newline excluded).
+            let end = error.location.end().to_usize().min(source.len());
+            let line = source[..end].trim_end_matches(['\n', '\r']).matches('\n').count() + 1;
             let triple = ["'''", "\"\"\""]
                 .iter()
                 .any(|q| text.trim_start_matches(|c: char| c.is_ascii_alphabetic()).starts_with(q));
@@ -199,6 +203,8 @@ struct TokenFacts {
     depth_bound: usize,
     /// The file has a `global` or `nonlocal` statement.
     has_declarations: bool,
+    /// The file has a `nonlocal` statement (which needs every scope's bindings).
+    has_nonlocal: bool,
 }
 
 /// Bracket nesting and indentation depth limits of CPython's tokenizer, plus [`TokenFacts`].
@@ -206,8 +212,10 @@ fn check_token_limits<T>(parsed: &Parsed<T>, diagnostics: &mut Vec<RawDiagnostic
     let too_deep = TokenFacts {
         depth_bound: usize::MAX,
         has_declarations: true,
+        has_nonlocal: true,
     };
     let mut has_declarations = false;
+    let mut has_nonlocal = false;
     let mut paren_level = 0usize;
     let mut indent_level = 0usize;
     let mut max_indent = 0usize;
@@ -245,13 +253,18 @@ fn check_token_limits<T>(parsed: &Parsed<T>, diagnostics: &mut Vec<RawDiagnostic
                 }
             }
             TokenKind::Dedent => indent_level = indent_level.saturating_sub(1),
-            TokenKind::Global | TokenKind::Nonlocal => has_declarations = true,
+            TokenKind::Global => has_declarations = true,
+            TokenKind::Nonlocal => {
+                has_declarations = true;
+                has_nonlocal = true;
+            }
             _ => {}
         }
     }
     TokenFacts {
         depth_bound: max_line_tokens.max(line_tokens) + 2 * (max_indent + 1),
         has_declarations,
+        has_nonlocal,
     }
 }
 
@@ -286,13 +299,15 @@ fn check_tab_consistency<T>(
             continue;
         }
         at_line_start = false;
-        let start = token.start().to_usize();
+        // The indentation is the line's leading whitespace, whatever token comes first
+        // (after an indentation error ruff may start the line with an error token).
+        let start = token.start().to_usize().min(bytes.len());
         let line_start = bytes[..start]
             .iter()
             .rposition(|&b| b == b'\n' || b == b'\r')
             .map_or(0, |p| p + 1);
         let (mut col, mut altcol) = (0usize, 0usize);
-        for &b in &bytes[line_start..start] {
+        for &b in &bytes[line_start..] {
             match b {
                 b' ' => {
                     col += 1;
@@ -306,14 +321,11 @@ fn check_tab_consistency<T>(
                     col = 0;
                     altcol = 0;
                 }
-                // A backslash continuation or other text before the token: not an indent.
-                _ => {
-                    col = usize::MAX;
-                    break;
-                }
+                _ => break,
             }
         }
-        if col == usize::MAX {
+        // A continuation line (`\` before it) is not an indentation.
+        if line_start > 0 && bytes[..line_start].ends_with(b"\\\n") {
             continue;
         }
         let (top_col, top_alt) = stack.last().copied().unwrap_or((0, 0));
@@ -432,8 +444,12 @@ impl<'a> Scope<'a> {
     }
 
     /// Fills declarations and bindings from the scope's own statements.
-    fn scan_body(&mut self, body: &'a [Stmt]) {
-        let mut scanner = ScopeScanner { scope: self };
+    /// Bindings (the expensive part: every expression) only when `collect_bindings`.
+    fn scan_body(&mut self, body: &'a [Stmt], collect_bindings: bool) {
+        let mut scanner = ScopeScanner {
+            scope: self,
+            collect_bindings,
+        };
         scanner.visit_body(body);
     }
 }
@@ -441,19 +457,21 @@ impl<'a> Scope<'a> {
 /// Collects the declarations and bindings of one scope without entering nested scopes.
 struct ScopeScanner<'s, 'a> {
     scope: &'s mut Scope<'a>,
+    collect_bindings: bool,
 }
 
 impl<'a> Visitor<'a> for ScopeScanner<'_, 'a> {
     fn visit_stmt(&mut self, stmt: &'a Stmt) {
         match stmt {
             Stmt::Global(s) => {
+                // The last declaration counts: a use before any of them is an error.
                 for name in &s.names {
-                    self.scope.globals.entry(name.as_str()).or_insert(s.range);
+                    self.scope.globals.insert(name.as_str(), s.range);
                 }
             }
             Stmt::Nonlocal(s) => {
                 for name in &s.names {
-                    self.scope.nonlocals.entry(name.as_str()).or_insert(s.range);
+                    self.scope.nonlocals.insert(name.as_str(), s.range);
                 }
             }
             Stmt::FunctionDef(s) => {
@@ -493,11 +511,16 @@ impl<'a> Visitor<'a> for ScopeScanner<'_, 'a> {
                 }
                 visitor::walk_stmt(self, stmt);
             }
-            _ => visitor::walk_stmt(self, stmt),
+            _ => stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || {
+                visitor::walk_stmt(self, stmt);
+            }),
         }
     }
 
     fn visit_expr(&mut self, expr: &'a Expr) {
+        if !self.collect_bindings {
+            return;
+        }
         match expr {
             Expr::Name(name) if !name.ctx.is_load() => {
                 self.scope.bindings.insert(name.id.as_str());
@@ -513,12 +536,28 @@ impl<'a> Visitor<'a> for ScopeScanner<'_, 'a> {
                     }
                 }
             }
-            // Walrus targets inside comprehensions bind in the enclosing scope; keep walking.
-            _ => visitor::walk_expr(self, expr),
+            // A comprehension is its own scope: only its first iterable is evaluated here, and
+            // only its walrus targets bind here.
+            Expr::ListComp(ast::ExprListComp { generators, .. })
+            | Expr::SetComp(ast::ExprSetComp { generators, .. })
+            | Expr::DictComp(ast::ExprDictComp { generators, .. })
+            | Expr::Generator(ast::ExprGenerator { generators, .. }) => {
+                if let Some(first) = generators.first() {
+                    self.visit_expr(&first.iter);
+                }
+                let mut walrus = WalrusTargets { scanner: self };
+                visitor::walk_expr(&mut walrus, expr);
+            }
+            _ => stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || {
+                visitor::walk_expr(self, expr);
+            }),
         }
     }
 
     fn visit_pattern(&mut self, pattern: &'a ast::Pattern) {
+        if !self.collect_bindings {
+            return;
+        }
         match pattern {
             ast::Pattern::MatchAs(p) => {
                 if let Some(name) = &p.name {
@@ -541,6 +580,28 @@ impl<'a> Visitor<'a> for ScopeScanner<'_, 'a> {
     }
 }
 
+/// Records the walrus targets inside a comprehension as bindings of the enclosing scope.
+struct WalrusTargets<'w, 's, 'a> {
+    scanner: &'w mut ScopeScanner<'s, 'a>,
+}
+
+impl<'a> Visitor<'a> for WalrusTargets<'_, '_, 'a> {
+    fn visit_expr(&mut self, expr: &'a Expr) {
+        match expr {
+            Expr::Named(named) => {
+                if let Expr::Name(name) = named.target.as_ref() {
+                    self.scanner.scope.bindings.insert(name.id.as_str());
+                }
+                self.visit_expr(&named.value);
+            }
+            Expr::Lambda(_) => {}
+            _ => stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || {
+                visitor::walk_expr(self, expr);
+            }),
+        }
+    }
+}
+
 /// Drives ruff's [`SemanticSyntaxChecker`] with the scope facts it asks for.
 struct SemanticVisitor<'a> {
     checker: SemanticSyntaxChecker,
@@ -553,7 +614,9 @@ struct SemanticVisitor<'a> {
     /// Declarations and bindings only matter to `global`/`nonlocal` checks: most files have
     /// neither keyword, and skip the per-scope scans.
     scan_declarations: bool,
+    collect_bindings: bool,
     depth: usize,
+    augmented_target: Option<TextRange>,
 }
 
 impl<'a> SemanticVisitor<'a> {
@@ -567,7 +630,9 @@ impl<'a> SemanticVisitor<'a> {
             extra: Vec::new(),
             in_try: false,
             scan_declarations: false,
+            collect_bindings: false,
             depth: 0,
+            augmented_target: None,
         }
     }
 
@@ -737,11 +802,88 @@ impl<'a> SemanticVisitor<'a> {
         }
     }
 
+    /// f-string rules of CPython's own f-string parser: no starred replacement field, and
+    /// before 3.12 at most two levels of replacement fields in format specs.
+    fn check_f_string_elements(
+        &mut self,
+        elements: &'a ast::InterpolatedStringElements,
+        level: usize,
+    ) {
+        for element in elements {
+            let ast::InterpolatedStringElement::Interpolation(field) = element else {
+                continue;
+            };
+            if field.expression.is_starred_expr() {
+                self.extra.push(RawDiagnostic::new(
+                    field.expression.start(),
+                    "f-string: cannot use starred expression here",
+                ));
+            }
+            if level > 2 && self.python_version < ast::PythonVersion::PY312 {
+                self.extra.push(RawDiagnostic::new(
+                    field.range.start(),
+                    "f-string: expressions nested too deeply",
+                ));
+                return;
+            }
+            if let Some(spec) = &field.format_spec {
+                self.check_f_string_elements(&spec.elements, level + 1);
+            }
+        }
+    }
+
+    /// Names bound by `def`, `class` and `except … as` before a `global` or `nonlocal`
+    /// declaration of the same scope (plain names are the checker's business). CPython
+    /// exempts imports.
+    fn check_identifier_bindings(&mut self, stmt: &'a Stmt) {
+        if !self.scan_declarations {
+            return;
+        }
+        let mut bound: Vec<(&str, TextSize)> = Vec::new();
+        match stmt {
+            Stmt::FunctionDef(s) => bound.push((s.name.as_str(), s.name.range.start())),
+            Stmt::ClassDef(s) => bound.push((s.name.as_str(), s.name.range.start())),
+            Stmt::Try(s) => {
+                for handler in &s.handlers {
+                    let ast::ExceptHandler::ExceptHandler(h) = handler;
+                    if let Some(name) = &h.name {
+                        bound.push((name.as_str(), name.range.start()));
+                    }
+                }
+            }
+            _ => return,
+        }
+        self.report_bound_before_declaration(bound);
+    }
+
+    fn report_bound_before_declaration(&mut self, bound: Vec<(&str, TextSize)>) {
+        // Comprehensions bind walrus targets in the enclosing scope.
+        let Some(scope) = self
+            .scopes
+            .iter()
+            .rev()
+            .find(|s| !matches!(s.kind, ScopeKind::Comprehension { .. }))
+        else {
+            return;
+        };
+        for (name, at) in bound {
+            for (declarations, kind) in [(&scope.globals, "global"), (&scope.nonlocals, "nonlocal")]
+            {
+                if declarations.get(name).is_some_and(|d| at < d.start()) {
+                    self.extra.push(RawDiagnostic::new(
+                        at,
+                        format!("name '{name}' is assigned to before {kind} declaration"),
+                    ));
+                }
+            }
+        }
+    }
+
     fn check_name(&mut self, name: &'a ast::ExprName) {
         let Some(scope) = self.scopes.last() else {
             return;
         };
-        if !matches!(scope.kind, ScopeKind::Function { .. }) {
+        if !matches!(scope.kind, ScopeKind::Function { .. }) || scope.nonlocals.is_empty() {
             return;
         }
         if let Some(declared) = scope.nonlocals.get(name.id.as_str()) {
@@ -761,11 +903,26 @@ impl<'a> SemanticVisitor<'a> {
 }
 
 impl<'a> Visitor<'a> for SemanticVisitor<'a> {
+    fn visit_pattern(&mut self, pattern: &'a ast::Pattern) {
+        if self.scan_declarations {
+            let name = match pattern {
+                ast::Pattern::MatchAs(p) => p.name.as_ref(),
+                ast::Pattern::MatchStar(p) => p.name.as_ref(),
+                ast::Pattern::MatchMapping(p) => p.rest.as_ref(),
+                _ => None,
+            };
+            if let Some(name) = name {
+                self.report_bound_before_declaration(vec![(name.as_str(), name.range.start())]);
+            }
+        }
+        visitor::walk_pattern(self, pattern);
+    }
+
     fn visit_body(&mut self, body: &'a [Stmt]) {
         if self.scopes.is_empty() {
             let mut module = Scope::new(ScopeKind::Module);
             if self.scan_declarations {
-                module.scan_body(body);
+                module.scan_body(body, self.collect_bindings);
             }
             self.scopes.push(module);
             visitor::walk_body(self, body);
@@ -790,7 +947,7 @@ impl<'a> SemanticVisitor<'a> {
     /// per node would cost a few percent of the throughput).
     fn descend(&mut self, visit: impl FnOnce(&mut Self)) {
         self.depth += 1;
-        if self.depth % STACK_CHECK_INTERVAL == 0 {
+        if self.depth.is_multiple_of(STACK_CHECK_INTERVAL) {
             stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || visit(self));
         } else {
             visit(self);
@@ -799,7 +956,12 @@ impl<'a> SemanticVisitor<'a> {
     }
 
     fn visit_stmt_inner(&mut self, stmt: &'a Stmt) {
+        // CPython's compiler checks `x.__debug__ = …` but not `x.__debug__ += …`.
+        if let Stmt::AugAssign(s) = stmt {
+            self.augmented_target = Some(s.target.range());
+        }
         self.check_stmt(stmt);
+        self.check_identifier_bindings(stmt);
         self.check_except_star_exit(stmt);
         match stmt {
             Stmt::FunctionDef(def) => {
@@ -818,7 +980,7 @@ impl<'a> SemanticVisitor<'a> {
                 });
                 scope.params = Some(&def.parameters);
                 if self.scan_declarations {
-                    scope.scan_body(&def.body);
+                    scope.scan_body(&def.body, self.collect_bindings);
                 }
                 self.with_scope(scope, |this| this.visit_body(&def.body));
             }
@@ -834,7 +996,7 @@ impl<'a> SemanticVisitor<'a> {
                 }
                 let mut scope = Scope::new(ScopeKind::Class);
                 if self.scan_declarations {
-                    scope.scan_body(&class.body);
+                    scope.scan_body(&class.body, self.collect_bindings);
                 }
                 self.with_scope(scope, |this| this.visit_body(&class.body));
             }
@@ -903,6 +1065,31 @@ impl<'a> SemanticVisitor<'a> {
         self.check_expr(expr);
         match expr {
             Expr::Name(name) => self.check_name(name),
+            Expr::Attribute(attribute)
+                if attribute.ctx.is_store()
+                    && attribute.attr.as_str() == "__debug__"
+                    && self.augmented_target != Some(attribute.range) =>
+            {
+                self.extra.push(RawDiagnostic::new(
+                    attribute.attr.range.start(),
+                    "cannot assign to __debug__",
+                ));
+            }
+            Expr::FString(fstring) => {
+                for part in fstring.value.f_strings() {
+                    self.check_f_string_elements(&part.elements, 1);
+                }
+            }
+            Expr::Named(named) if self.scan_declarations => {
+                if let (Expr::Name(target), Some(ScopeKind::Comprehension { .. })) =
+                    (named.target.as_ref(), self.scope().map(|s| s.kind))
+                {
+                    self.report_bound_before_declaration(vec![(
+                        target.id.as_str(),
+                        target.range.start(),
+                    )]);
+                }
+            }
             Expr::Lambda(lambda) => {
                 let mut scope = Scope::new(ScopeKind::Lambda);
                 if let Some(parameters) = &lambda.parameters {
@@ -969,6 +1156,10 @@ impl SemanticSyntaxContext for SemanticVisitor<'_> {
     }
 
     fn global(&self, name: &str) -> Option<TextRange> {
+        // Asked for every name in the file: skip hashing when there is nothing to find.
+        if !self.scan_declarations {
+            return None;
+        }
         self.scope().and_then(|s| s.globals.get(name).copied())
     }
 
@@ -990,6 +1181,10 @@ impl SemanticSyntaxContext for SemanticVisitor<'_> {
     fn in_await_allowed_context(&self) -> bool {
         for scope in self.scopes.iter().rev() {
             match scope.kind {
+                // A generator expression with `await` is an async generator, valid anywhere.
+                ScopeKind::Comprehension {
+                    is_generator: true, ..
+                } => return true,
                 ScopeKind::Comprehension { .. } => {}
                 ScopeKind::Function { .. } | ScopeKind::Lambda => return true,
                 ScopeKind::Class | ScopeKind::Module => return false,

@@ -1,5 +1,5 @@
 //! The fast fidelity sample: our `ruff` engine against CPython's own `compile()` on every
-//! fixture (valid, invalid, fuzz regressions), 100 stdlib files and 100 mutants (the full run is `cargo xtask fidelity`).
+//! fixture (valid, invalid, fuzz regressions, differential edge cases), 100 stdlib files and 100 mutants (the full run is `cargo xtask fidelity`).
 //! Skipped, with a message, when `python3` is not available.
 
 use std::path::{Path, PathBuf};
@@ -87,6 +87,7 @@ fn ruff_engine_agrees_with_cpython_on_a_sample() {
     let mut files = python_files(&fixtures.join("valid"));
     files.extend(python_files(&fixtures.join("invalid")));
     files.extend(python_files(&fixtures.join("fuzz-regressions")));
+    files.extend(python_files(&fixtures.join("differential")));
     let stdlib = stdlib_sample(18);
     files.extend(stdlib.iter().cloned());
 
@@ -123,6 +124,6 @@ fn ruff_engine_agrees_with_cpython_on_a_sample() {
             ));
         }
     }
-    assert!(files.len() > 250, "sample too small: {}", files.len());
+    assert!(files.len() > 450, "sample too small: {}", files.len());
     assert_eq!(disagreements, Vec::<String>::new());
 }

@@ -67,3 +67,21 @@ fn fuzz_regressions_get_a_stable_verdict_from_both_engines() {
         }
     }
 }
+
+#[test]
+fn known_differences_with_cpython_stay_on_the_safe_side() {
+    let files = python_files(&fixture_dir("known-differences"));
+    assert_eq!(files.len(), 5);
+    for path in files {
+        let diagnostics = check_source(&std::fs::read(&path).unwrap(), &SyntaxOptions::default());
+        assert_eq!(diagnostics.len(), 1, "{}", path.display());
+        let message = &diagnostics[0].message;
+        assert!(
+            message.starts_with("(unicode error) 'utf-8' codec can't decode byte")
+                || message.contains("cannot decode")
+                || message.starts_with("unknown encoding"),
+            "{}: {message}",
+            path.display()
+        );
+    }
+}

@@ -129,6 +129,8 @@ pub struct Settings {
     pub lock_timeout: &'static str,
     /// Run `health_check.py` as the health chain.
     pub health: bool,
+    /// The startup verifier's limit.
+    pub startup_timeout_secs: u64,
 }
 
 impl Default for Settings {
@@ -138,6 +140,7 @@ impl Default for Settings {
             max_code_bytes: 8 * 1024 * 1024,
             lock_timeout: "30s",
             health: false,
+            startup_timeout_secs: STARTUP_TIMEOUT_SECS,
         }
     }
 }
@@ -195,7 +198,7 @@ health = [{health_chain}]
         lock = settings.lock_timeout,
         max = settings.max_code_bytes,
         engine = chain.engine(),
-        startup_timeout = STARTUP_TIMEOUT_SECS,
+        startup_timeout = settings.startup_timeout_secs,
         warm = chain.warm(),
         script_timeout = SCRIPT_TIMEOUT_SECS,
         default = list(chain.verifiers()),

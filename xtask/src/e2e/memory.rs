@@ -13,9 +13,7 @@ use bluegreen_verify_process::{ScriptOptions, ScriptVerifier, StartupOptions, St
 use bluegreen_verify_syntax::{Engine, SyntaxOptions, SyntaxVerifier};
 
 use super::cli::{ensure, expect_bytes, expect_no_staged};
-use super::config::{
-    good_code, ChainKind, Reject, Settings, SCRIPT_TIMEOUT_SECS, STARTUP_TIMEOUT_SECS,
-};
+use super::config::{good_code, ChainKind, Reject, Settings, SCRIPT_TIMEOUT_SECS};
 use super::scenarios::{AGENT, FILE};
 use super::{Case, Outcome, Row};
 
@@ -112,7 +110,7 @@ fn service(
                 "startup",
                 StartupOptions {
                     entrypoint: Some("process_event".into()),
-                    timeout: Duration::from_secs(STARTUP_TIMEOUT_SECS),
+                    timeout: Duration::from_secs(settings.startup_timeout_secs),
                     warm: chain.warm(),
                     ..StartupOptions::default()
                 },
@@ -179,9 +177,35 @@ fn expect_live(c: &Case<'_>, svc: &BlueGreenService, id: &str, code: &[u8]) -> R
     );
     ensure!(
         live.sha256 == sha256_hex(code),
-        "active sha256 is not the live code's"
+        "active version {id} has sha256 {}, the code expected live has {}; history: {}",
+        short(&live.sha256),
+        short(&sha256_hex(code)),
+        history_line(svc)
     );
     expect_bytes(&c.root.join(FILE), code, "the live version")
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..8.min(sha.len())]
+}
+
+/// The agent's history in one line (oldest first), for failure messages.
+fn history_line(svc: &BlueGreenService) -> String {
+    let mut history = svc.history(AGENT).unwrap_or_default();
+    history.reverse();
+    history
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {} sha {} backup {}",
+                &d.deployment_id.as_str()[d.deployment_id.as_str().len().saturating_sub(6)..],
+                d.status,
+                short(&d.sha256),
+                d.backup_path.as_deref().unwrap_or("-")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn status_of(svc: &BlueGreenService, id: &str) -> Result<Status, String> {

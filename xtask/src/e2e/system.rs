@@ -219,24 +219,26 @@ fn processes_in(root: &Path) -> Vec<(u32, bool, String)> {
     found
 }
 
-/// How a check process was started: forked by the zygote (a python parent) or directly.
-fn check_path(pid: u32) -> &'static str {
+/// Who started a check process, for the report: its parent's command name (`python3` when
+/// a warm zygote forked it, the binary's thread name when it was spawned directly).
+fn check_path(pid: u32) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let parent = status
         .lines()
         .find_map(|l| l.strip_prefix("PPid:"))
         .map(|p| p.trim().to_owned())
         .unwrap_or_default();
-    let parent_cmd = std::fs::read(format!("/proc/{parent}/cmdline")).unwrap_or_default();
-    if String::from_utf8_lossy(&parent_cmd).contains("python") {
-        "in the zygote"
-    } else {
-        "under its supervisor"
-    }
+    let comm = std::fs::read_to_string(format!("/proc/{parent}/comm")).unwrap_or_default();
+    format!("(parent {})", comm.trim())
 }
 
 fn kill_mid_verify(c: &Case, chain: ChainKind) -> Outcome {
-    let bg = setup(c, chain, &Settings::default())?;
+    // The check must still be running when the binary dies: no verifier timeout meanwhile.
+    let settings = Settings {
+        startup_timeout_secs: 60,
+        ..Settings::default()
+    };
+    let bg = setup(c, chain, &settings)?;
     let v1 = good_code("1");
     bg.deploy_ok(AGENT, FILE, &v1)?;
     // A version whose check never finishes (until the verifier's timeout): kill mid-check.
@@ -258,14 +260,26 @@ fn kill_mid_verify(c: &Case, chain: ChainKind) -> Outcome {
     // Wait until BLUE is staged and a verifier process runs, then give it a moment.
     let deadline = Instant::now() + Duration::from_secs(20);
     let staged_dir = c.root.join("agents");
+    // In warm mode the zygote itself starts in the root; the check is the child it forks
+    // (parent `python3`). Wait for that child, or accept any check after 5 s (cold fallback).
+    let mut first_seen: Option<Instant> = None;
     let path = loop {
         let staged = !super::cli::staged_leftovers(&staged_dir).is_empty();
         // A check (startup or script) runs with the root as its working directory.
-        let check = processes_in(&c.root)
+        let checks: Vec<(u32, String)> = processes_in(&c.root)
             .into_iter()
-            .find(|(_, in_root, _)| *in_root);
-        if let (true, Some((pid, _, _))) = (staged, check) {
-            break check_path(pid);
+            .filter(|(_, in_root, _)| *in_root)
+            .map(|(pid, _, _)| (pid, check_path(pid)))
+            .collect();
+        if staged && !checks.is_empty() {
+            let seen = *first_seen.get_or_insert_with(Instant::now);
+            let forked = checks.iter().find(|(_, parent)| parent.contains("python"));
+            if let Some((_, parent)) = forked {
+                break parent.clone();
+            }
+            if chain != ChainKind::StartupWarm || seen.elapsed() > Duration::from_secs(5) {
+                break checks[0].1.clone();
+            }
         }
         if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
             let _ = child.kill();
@@ -274,7 +288,8 @@ fn kill_mid_verify(c: &Case, chain: ChainKind) -> Outcome {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    std::thread::sleep(Duration::from_millis(300));
+    // Let the check get well into the agent's module code before the kill.
+    std::thread::sleep(Duration::from_millis(800));
     let _ = child.kill(); // SIGKILL
     let _ = child.wait();
     // Orphans get a grace period to notice their parent died.
