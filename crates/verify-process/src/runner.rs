@@ -17,9 +17,12 @@
 //!   with C's status (re-raising C's fatal signal), so bluegreen sees C's status.
 //! - When bluegreen closes the control pipe (timeout, fail-fast cancellation, the future
 //!   being dropped — or bluegreen itself dying), S kills C's group the same way.
+//! - Then S keeps killing whatever gets re-parented to it until nothing is left, so even a
+//!   descendant that moved to its own group or session (`setsid`, the warm zygote's
+//!   per-check children) dies with the check.
 //!
-//! A process that deliberately leaves the group (`setsid`) escapes the kill: this bounds
-//! accidents, it is not a sandbox.
+//! This bounds accidents, it is not a sandbox: a check can still reach outside through
+//! anything the OS lets its user do (ask a service manager to start a process, write files).
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read};
@@ -203,6 +206,12 @@ unsafe fn set_limit(resource: libc::c_int, value: u64) -> io::Result<()> {
 }
 
 /// The supervisor loop (S). Never returns.
+///
+/// Once the check has exited or been cancelled, S kills C's group and then, until nothing is
+/// left, every process re-parented to it (S is the subreaper of C's whole subtree): that
+/// includes descendants that moved to a group or session of their own, such as the warm
+/// zygote's per-check children, so nothing of a check outlives it — even when bluegreen
+/// itself was killed.
 unsafe fn supervise(check: libc::pid_t) -> ! {
     libc::close(1);
     libc::close(2);
@@ -217,6 +226,12 @@ unsafe fn supervise(check: libc::pid_t) -> ! {
         revents: 0,
     };
     let mut check_status: Option<libc::c_int> = None;
+    let mut killing = false;
+    // While killing, wake up now and then to kill what was re-parented meanwhile.
+    let retry = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 5_000_000,
+    };
     loop {
         loop {
             let mut status = 0;
@@ -224,7 +239,7 @@ unsafe fn supervise(check: libc::pid_t) -> ! {
             if reaped > 0 {
                 if reaped == check {
                     check_status = Some(status);
-                    libc::kill(-check, libc::SIGKILL);
+                    killing = true;
                 }
                 continue;
             }
@@ -236,13 +251,130 @@ unsafe fn supervise(check: libc::pid_t) -> ! {
             }
             exit_like(check_status); // ECHILD: every descendant is reaped
         }
-        let ready = libc::ppoll(&mut control, 1, std::ptr::null(), &no_signals_blocked);
+        if killing {
+            libc::kill(-check, libc::SIGKILL);
+            kill_children();
+        }
+        let timeout = if killing {
+            &retry as *const _
+        } else {
+            std::ptr::null()
+        };
+        let ready = libc::ppoll(&mut control, 1, timeout, &no_signals_blocked);
         if ready > 0 && control.revents != 0 {
             // Control pipe closed (or written): the check is cancelled.
-            libc::kill(-check, libc::SIGKILL);
+            killing = true;
             control.fd = -1;
         }
     }
+}
+
+/// SIGKILLs every direct child of this process and its process group. Async-signal-safe
+/// (raw syscalls, stack buffers only): S is a fork of a multi-threaded process.
+unsafe fn kill_children() {
+    let me = libc::getpid();
+    let dir = libc::open(
+        c"/proc".as_ptr(),
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+    );
+    if dir < 0 {
+        return;
+    }
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len());
+        if n <= 0 {
+            break;
+        }
+        let mut offset = 0usize;
+        // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+        while offset + 19 < n as usize {
+            let reclen = u16::from_ne_bytes([buf[offset + 16], buf[offset + 17]]) as usize;
+            if reclen == 0 || offset + reclen > n as usize {
+                break;
+            }
+            if let Some(pid) = parse_pid(&buf[offset + 19..offset + reclen]) {
+                if pid != me && parent_of(pid) == Some(me) {
+                    libc::kill(-pid, libc::SIGKILL);
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+            offset += reclen;
+        }
+    }
+    libc::close(dir);
+}
+
+/// A NUL-terminated decimal name as a pid.
+fn parse_pid(name: &[u8]) -> Option<libc::pid_t> {
+    let mut pid: libc::pid_t = 0;
+    let mut digits = 0;
+    for &b in name {
+        match b {
+            b'0'..=b'9' => {
+                pid = pid
+                    .checked_mul(10)?
+                    .checked_add((b - b'0') as libc::pid_t)?;
+                digits += 1;
+            }
+            0 => break,
+            _ => return None,
+        }
+    }
+    (digits > 0).then_some(pid)
+}
+
+/// The parent pid from `/proc/<pid>/stat` (field 4, after the parenthesised command name).
+unsafe fn parent_of(pid: libc::pid_t) -> Option<libc::pid_t> {
+    let mut path = [0u8; 32];
+    let prefix = b"/proc/";
+    path[..prefix.len()].copy_from_slice(prefix);
+    let mut len = prefix.len();
+    let mut digits = [0u8; 12];
+    let mut d = 0;
+    let mut rest = pid;
+    loop {
+        digits[d] = b'0' + (rest % 10) as u8;
+        d += 1;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    while d > 0 {
+        d -= 1;
+        path[len] = digits[d];
+        len += 1;
+    }
+    let suffix = b"/stat\0";
+    path[len..len + suffix.len()].copy_from_slice(suffix);
+    let fd = libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
+    if fd < 0 {
+        return None;
+    }
+    let mut stat = [0u8; 512];
+    let n = libc::read(fd, stat.as_mut_ptr().cast(), stat.len());
+    libc::close(fd);
+    if n <= 0 {
+        return None;
+    }
+    let stat = &stat[..n as usize];
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    // ") S 1234 ..." — skip ") ", the state and a space.
+    let after = stat.get(close + 4..)?;
+    let mut ppid: libc::pid_t = 0;
+    let mut any = false;
+    for &b in after {
+        if b.is_ascii_digit() {
+            ppid = ppid
+                .checked_mul(10)?
+                .checked_add((b - b'0') as libc::pid_t)?;
+            any = true;
+        } else {
+            break;
+        }
+    }
+    any.then_some(ppid)
 }
 
 unsafe fn close_from(first: libc::c_int) {
@@ -577,6 +709,31 @@ mod tests {
     fn marker(name: &str) -> String {
         format!("bgvp-{name}-{}-{:?}", std::process::id(), Instant::now())
             .replace([' ', '{', '}', ':', '.'], "_")
+    }
+
+    #[tokio::test]
+    async fn a_grandchild_in_its_own_session_is_killed_too() {
+        // `setsid` leaves the check's process group; the supervisor, as subreaper, still
+        // finds it among its re-parented children and kills it.
+        let cwd = std::env::temp_dir();
+        let marker = marker("session");
+        let script = format!(
+            "setsid python3 -c 'import time; time.sleep(300)' {marker} & sleep 0.2; echo started"
+        );
+        let out = run(
+            spec(&script, &cwd, None),
+            Duration::from_secs(10),
+            1024,
+            false,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.exit, Some(Exit::Code(0)));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !with_marker(&marker).is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(with_marker(&marker), Vec::<String>::new());
     }
 
     #[tokio::test]
