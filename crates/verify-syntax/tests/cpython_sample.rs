@@ -1,6 +1,6 @@
 //! The fast fidelity sample: our `ruff` engine against CPython's own `compile()` on every
 //! fixture (valid, invalid, fuzz regressions, differential edge cases), 100 stdlib files and 100 mutants (the full run is `cargo xtask fidelity`).
-//! Skipped, with a message, when `python3` is not available.
+//! Skipped, with a message, when `python3` is not CPython 3.11.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -78,8 +78,14 @@ fn cpython_rejects(files: &[PathBuf], scratch: &Path) -> Vec<bool> {
 
 #[test]
 fn ruff_engine_agrees_with_cpython_on_a_sample() {
-    if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("python3 not found: CPython fidelity sample skipped");
+    // The ground truth is CPython 3.11 (3.12 accepts PEP 701 f-strings, for one).
+    let version = Command::new("python3").arg("--version").output();
+    let version = version.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    if !version
+        .as_deref()
+        .is_ok_and(|v| v.starts_with("Python 3.11"))
+    {
+        eprintln!("python3 3.11 not found ({version:?}): CPython fidelity sample skipped");
         return;
     }
     let scratch = tempfile::tempdir().unwrap();
