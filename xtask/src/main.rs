@@ -5,6 +5,10 @@
 //! - `fidelity [--quick]`: syntax verifier agreement with CPython.
 //! - `demo`: deploy, a rejected deploy and a rollback in a scratch root (the README's first command).
 
+// The same allocator as the `bluegreen` binary, so in-process figures match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod bench_http;
 mod bench_startup;
