@@ -192,7 +192,7 @@ async fn execute(cli: &Cli) -> Result<Output, CliError> {
             json::recover(&recovery),
             render::recover(&recovery),
         )),
-        Command::Serve(args) => serve(service.clone(), args).await,
+        Command::Serve(args) => serve(service.clone(), args, cli.global.json).await,
         Command::Completions(_) => Err(CliError::Io(
             "completions are handled before a root is opened".into(),
         )),
@@ -370,7 +370,11 @@ fn agent_from_file(path: &Path) -> Result<AgentId, CliError> {
     Ok(AgentId::new(stem).or_else(|_| AgentId::new("verify"))?)
 }
 
-async fn serve(service: BlueGreenService, args: &ServeArgs) -> Result<Output, CliError> {
+async fn serve(
+    service: BlueGreenService,
+    args: &ServeArgs,
+    json: bool,
+) -> Result<Output, CliError> {
     use crate::serve::{resolve_token, ServeError, ServeOptions};
     let listen = args.listen.parse().map_err(|e| {
         CliError::BadInput(format!(
@@ -385,6 +389,7 @@ async fn serve(service: BlueGreenService, args: &ServeArgs) -> Result<Output, Cl
     let options = ServeOptions {
         token: resolve_token(args.token_file.as_deref()).map_err(as_cli_error)?,
         insecure_loopback: args.insecure_loopback,
+        announce_on_stdout: !json,
         ..ServeOptions::new(listen)
     };
     crate::serve::run(service, options)

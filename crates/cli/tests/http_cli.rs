@@ -319,3 +319,34 @@ fn the_token_file_is_the_token_and_hotswap_answers_the_deploy_json() {
     s.signal(libc::SIGTERM);
     assert_eq!(s.exit_code(Duration::from_secs(30)), Some(0));
 }
+
+#[test]
+fn with_json_stdout_holds_exactly_one_document() {
+    let root = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin())
+        .arg("--root")
+        .arg(root.path())
+        .args(["--json", "serve", "--listen", "127.0.0.1:0"])
+        .env("BLUEGREEN_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The address is announced on stderr only.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening on http://") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no announcement");
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document on stdout");
+    assert_eq!(doc["status"], "stopped");
+}

@@ -54,6 +54,9 @@ pub struct ServeOptions {
     pub max_body_bytes: usize,
     /// How long in-flight deployments may run after the first SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
+    /// Print `listening on http://ADDR` on stdout too (always on stderr). Off with `--json`,
+    /// whose stdout holds exactly one document (written when the server stops).
+    pub announce_on_stdout: bool,
 }
 
 impl std::fmt::Debug for ServeOptions {
@@ -64,6 +67,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("insecure_loopback", &self.insecure_loopback)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("announce_on_stdout", &self.announce_on_stdout)
             .finish()
     }
 }
@@ -77,6 +81,7 @@ impl ServeOptions {
             insecure_loopback: false,
             max_body_bytes: 0,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            announce_on_stdout: true,
         }
     }
 }
@@ -385,7 +390,7 @@ pub async fn serve(
     });
     let mut server = tokio::spawn(server.into_future());
 
-    announce(addr, options.token.is_some());
+    announce(addr, options.token.is_some(), options.announce_on_stdout);
 
     // Serving: until the first signal (or the server failing on its own).
     let first = tokio::select! {
@@ -448,14 +453,16 @@ fn server_result(
     }
 }
 
-fn announce(addr: SocketAddr, authenticated: bool) {
+fn announce(addr: SocketAddr, authenticated: bool, on_stdout: bool) {
     use std::io::Write as _;
     let line = format!("listening on http://{addr}");
-    let mut stdout = std::io::stdout().lock();
-    // Tests and supervisors read this line to learn the port; a closed stdout is no reason
-    // to stop serving.
-    let _ = writeln!(stdout, "{line}");
-    let _ = stdout.flush();
+    if on_stdout {
+        let mut stdout = std::io::stdout().lock();
+        // Tests and supervisors read this line to learn the port; a closed stdout is no
+        // reason to stop serving.
+        let _ = writeln!(stdout, "{line}");
+        let _ = stdout.flush();
+    }
     eprintln!(
         "bluegreen serve: {line}{}",
         if authenticated {
