@@ -16,27 +16,20 @@ use bluegreen_verify_process::{StartupOptions, StartupVerifier};
 use bluegreen_verify_syntax::{SyntaxOptions, SyntaxVerifier};
 use serde_json::{json, Value};
 
+use crate::workspace;
+
 /// Entry from `cargo xtask bench [--quick] [--debug]`: build release, then run the measuring
 /// process. `--debug` runs in this (debug) process against the debug binary `cargo test`
 /// built — a smoke test of the harness for CI, whose figures mean nothing.
 pub fn main(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
-    let root = workspace_root();
     if args.iter().any(|a| a == "--debug") {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "bluegreen"])
-            .current_dir(&root)
-            .status()
-            .map_err(|e| format!("cargo build: {e}"))?;
-        if !status.success() {
-            return Err("debug build failed".into());
-        }
-        let _ = BIN.set(target_dir(&root).join("debug/bluegreen"));
+        let _ = BIN.set(workspace::build_bluegreen(false)?);
         return run_main(args);
     }
-    build_release(&root)?;
-    let mut run = Command::new(target_dir(&root).join("release/xtask"));
-    run.arg("bench-run").current_dir(&root);
+    workspace::build_bluegreen(true)?;
+    let mut run = Command::new(workspace::target_dir().join("release/xtask"));
+    run.arg("bench-run").current_dir(workspace::root());
     if quick {
         run.arg("--quick");
     }
@@ -50,52 +43,18 @@ pub fn main(args: &[String]) -> Result<(), String> {
     }
 }
 
-/// Builds the release `bluegreen` and `xtask` binaries — one build shared by `e2e` and
-/// `bench` (same features, so neither rebuilds the other's artifacts). Fault injection is
-/// compiled in but inert unless `BLUEGREEN_FAULT` is set: e2e kills the binary at each point.
-pub fn build_release(root: &Path) -> Result<(), String> {
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "bluegreen",
-            "-p",
-            "xtask",
-            "--features",
-            "bluegreen/fault-injection",
-        ])
-        .current_dir(root)
-        .status()
-        .map_err(|e| format!("cargo build: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err("release build failed".into())
-    }
-}
-
 static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
 /// The `bluegreen` binary under test (release unless `--debug`).
 pub fn bluegreen_bin() -> PathBuf {
-    BIN.get_or_init(|| target_dir(&workspace_root()).join("release/bluegreen"))
+    BIN.get_or_init(|| workspace::target_dir().join("release/bluegreen"))
         .clone()
-}
-
-/// The cargo target directory (`CARGO_TARGET_DIR` or `<workspace>/target`).
-pub fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
 }
 
 /// The measuring process (release build).
 pub fn run_main(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
-    let root = workspace_root();
-    let out_dir = root.join("target/bench");
+    let out_dir = workspace::target_dir().join("bench");
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
     let scratch = out_dir.join("scratch");
     let _ = std::fs::remove_dir_all(&scratch);
@@ -284,13 +243,6 @@ fn machine() -> Value {
         })
         .unwrap_or_default();
     json!({"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "cpu": cpu})
-}
-
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
 }
 
 /// Latency percentiles in milliseconds.

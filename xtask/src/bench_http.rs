@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::bench::{ten_kb_agent, workspace_root, Stats};
+use crate::bench::{ten_kb_agent, Stats};
 
 const TOKEN: &str = "bench-token-7f3a9c2e5d1b4a60";
 
@@ -26,7 +26,7 @@ const TOKEN: &str = "bench-token-7f3a9c2e5d1b4a60";
 pub fn run(quick: bool) -> Result<Value, String> {
     let (clients, per_client, agents) = if quick { (8, 3, 4) } else { (32, 25, 8) };
     let bin = crate::bench::bluegreen_bin();
-    let scratch = workspace_root().join("target/bench/scratch");
+    let scratch = crate::workspace::target_dir().join("bench/scratch");
     let root = scratch.join(format!(
         "http-{}",
         &bluegreen_core::DeploymentId::generate().as_str()[4..]

@@ -11,8 +11,6 @@ use bluegreen_core::{AgentId, DeploymentId, Verifier, VerifyRequest};
 use bluegreen_verify_process::{StartupOptions, StartupVerifier};
 use serde_json::json;
 
-use crate::fidelity::workspace_root;
-
 const TARGET_WARM_MEDIAN_MS: f64 = 5.0;
 const TARGET_SPEEDUP: f64 = 5.0;
 
@@ -26,7 +24,7 @@ pub fn run(quick: bool) -> Result<serde_json::Value, String> {
 }
 
 async fn measure(checks: usize, quick: bool) -> Result<serde_json::Value, String> {
-    let agent_path = workspace_root().join("fixtures/agents/large_good_agent.py");
+    let agent_path = crate::workspace::root().join("fixtures/agents/large_good_agent.py");
     let agent = std::fs::read(&agent_path)
         .map_err(|e| format!("cannot read {}: {e}", agent_path.display()))?;
     let root = std::env::temp_dir().join(format!("bluegreen-bench-startup-{}", std::process::id()));

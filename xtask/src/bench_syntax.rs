@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bluegreen_verify_syntax::{check_source, Engine, SyntaxOptions};
 use serde_json::json;
 
-use crate::fidelity::{stdlib_files, workspace_root};
+use crate::fidelity::stdlib_files;
 
 const TARGET_SPEEDUP: f64 = 10.0;
 
@@ -136,7 +136,7 @@ fn cpython_compile(files: &[PathBuf]) -> Result<Timing, String> {
     let text: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
     std::fs::write(&list, text).map_err(|e| format!("cannot write {}: {e}", list.display()))?;
     let output = Command::new("python3")
-        .arg(workspace_root().join("xtask/fidelity/cpython_compile_bench.py"))
+        .arg(crate::workspace::root().join("xtask/fidelity/cpython_compile_bench.py"))
         .arg(&list)
         .arg("1")
         .output()

@@ -23,10 +23,13 @@ pub fn main(args: &[String]) -> Result<(), String> {
             ))
         }
     };
-    let workspace = workspace_root();
+    let workspace = crate::workspace::root();
     let bin = match std::env::var_os("BLUEGREEN_BIN") {
         Some(bin) => PathBuf::from(bin),
-        None => build(&workspace)?,
+        None => {
+            println!("building bluegreen (cargo build -p bluegreen) ...");
+            crate::workspace::build_bluegreen(false)?
+        }
     };
     run(&workspace, &bin, keep)
 }
@@ -118,36 +121,6 @@ fn step(bin: &Path, root: &Path, title: &str, args: &[&str], expected: i32) -> R
     }
 }
 
-/// Builds the binary with cargo and returns its path (from cargo's JSON messages, so a
-/// custom CARGO_TARGET_DIR works).
-fn build(workspace: &Path) -> Result<PathBuf, String> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    println!("building bluegreen (cargo build -p bluegreen) ...");
-    let output = Command::new(cargo)
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "bluegreen",
-            "--bin",
-            "bluegreen",
-            "--message-format=json",
-        ])
-        .current_dir(workspace)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| format!("running cargo: {e}"))?;
-    if !output.status.success() {
-        return Err("cargo build -p bluegreen failed".into());
-    }
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "bluegreen")
-        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| "cargo did not report the bluegreen executable".into())
-}
-
 fn scratch_root() -> Result<PathBuf, String> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -156,13 +129,6 @@ fn scratch_root() -> Result<PathBuf, String> {
     let root = std::env::temp_dir().join(format!("bluegreen-demo-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
     Ok(root)
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -183,6 +149,6 @@ mod tests {
             eprintln!("skipped: no bluegreen binary built yet (run cargo test --workspace)");
             return;
         };
-        run(&workspace_root(), &bin, false).unwrap();
+        run(&crate::workspace::root(), &bin, false).unwrap();
     }
 }

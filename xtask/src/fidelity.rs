@@ -102,20 +102,15 @@ fn parse_next<T: std::str::FromStr>(
         .ok_or_else(|| format!("{flag} needs a number"))
 }
 
-pub(crate) fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
 fn output_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace_root().join("target"), PathBuf::from);
-    target.join("fidelity")
+    crate::workspace::target_dir().join("fidelity")
 }
 
 fn script(name: &str) -> PathBuf {
-    workspace_root().join("xtask").join("fidelity").join(name)
+    crate::workspace::root()
+        .join("xtask")
+        .join("fidelity")
+        .join(name)
 }
 
 /// Every `.py` file of the installed CPython stdlib, site-packages excluded, sorted.

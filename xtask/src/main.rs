@@ -16,6 +16,7 @@ mod bench_syntax;
 mod demo;
 mod e2e;
 mod fidelity;
+mod workspace;
 
 use std::process::ExitCode;
 

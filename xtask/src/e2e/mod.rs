@@ -24,7 +24,6 @@ mod scenarios;
 mod system;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -137,46 +136,6 @@ impl Options {
     }
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
-/// Builds `bluegreen` with fault injection in the workspace's target dir: the release build
-/// shared with `cargo xtask bench` (same features, so neither rebuilds the other's
-/// artifacts), or with `--debug` the debug binary `cargo test` already built.
-fn build(workspace: &Path, release: bool) -> Result<PathBuf, String> {
-    let started = Instant::now();
-    let profile = if release { "release" } else { "debug" };
-    eprintln!("e2e: building the {profile} binary (with fault injection) ...");
-    if release {
-        crate::bench::build_release(workspace)?;
-    } else {
-        let status = Command::new(env!("CARGO"))
-            .current_dir(workspace)
-            .args(["build", "--quiet", "-p", "bluegreen"])
-            .status()
-            .map_err(|e| format!("running cargo build: {e}"))?;
-        if !status.success() {
-            return Err(format!("cargo build -p bluegreen failed ({status})"));
-        }
-    }
-    eprintln!("e2e: built in {:.1} s", started.elapsed().as_secs_f64());
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| {
-            if p.is_absolute() {
-                p
-            } else {
-                workspace.join(p)
-            }
-        })
-        .unwrap_or_else(|| workspace.join("target"));
-    Ok(target_dir.join(profile).join("bluegreen"))
-}
-
 /// Every row of the matrix, in report order.
 fn plan() -> Vec<Row> {
     let mut rows = Vec::new();
@@ -207,10 +166,15 @@ struct Record {
 pub fn main(args: &[String]) -> Result<(), String> {
     let options = Options::parse(args)?;
     let started = Instant::now();
-    let workspace = workspace_root();
+    let workspace = crate::workspace::root();
     let bin = match &options.bin {
         Some(bin) => std::path::absolute(bin).map_err(|e| format!("{}: {e}", bin.display()))?,
-        None => build(&workspace, !options.debug)?,
+        None => {
+            let started = Instant::now();
+            let bin = crate::workspace::build_bluegreen(!options.debug)?;
+            eprintln!("e2e: built in {:.1} s", started.elapsed().as_secs_f64());
+            bin
+        }
     };
     if !bin.is_file() {
         return Err(format!("no binary at {}", bin.display()));
