@@ -129,22 +129,34 @@ fn start(bg: &super::cli::Bg, token: Option<&str>) -> Result<Server, String> {
     start_command(cmd)
 }
 
-/// Spawns a `serve` command and reads the address it announces.
+/// Spawns a `serve` command and reads the address it announces on stderr (always there;
+/// stdout carries it only without `--json`).
 fn start_command(mut cmd: std::process::Command) -> Result<Server, String> {
     cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| format!("starting serve: {e}"))?;
-    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let Some(out) = stdout else { return };
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("listening on http://").nth(1) {
-                let _ = tx.send(addr.trim().trim_end_matches('/').to_owned());
+    {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let Some(err) = stderr else { return };
+            // Keeps draining after the announcement so the server never blocks on stderr.
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(addr.trim().trim_end_matches('/').to_owned());
+                }
+                if let Ok(mut seen) = seen.lock() {
+                    if seen.len() < 4000 {
+                        seen.push_str(&line);
+                        seen.push('\n');
+                    }
+                }
             }
-        }
-    });
+        });
+    }
     let mut server = Server {
         child,
         addr: String::new(),
@@ -152,11 +164,8 @@ fn start_command(mut cmd: std::process::Command) -> Result<Server, String> {
     match rx.recv_timeout(Duration::from_secs(20)) {
         Ok(addr) => server.addr = addr,
         Err(_) => {
-            let mut err = String::new();
             let _ = server.child.kill();
-            if let Some(mut e) = server.child.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
+            let err = seen.lock().map(|s| s.clone()).unwrap_or_default();
             return Err(format!(
                 "serve did not announce \"listening on http://...\" within 20 s; stderr: {}",
                 err.trim().chars().take(400).collect::<String>()
