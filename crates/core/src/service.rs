@@ -255,11 +255,7 @@ impl BlueGreenService {
                 )))
             }
         };
-        let green = match std::fs::read(&target.abs) {
-            Ok(bytes) => Some(bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io(format!("reading {}", target.rel), e)),
-        };
+        let green = read_if_exists(&target.abs)?;
 
         let deployment_id = DeploymentId::generate();
         // Millisecond precision: the snapshot name carries the same instant.
@@ -812,11 +808,7 @@ impl BlueGreenService {
         let store = &self.inner.store;
         let sha = bytes.as_deref().map(sha256_hex);
         // What is live now is about to be replaced: keep it (nothing ever live is lost).
-        let current = match std::fs::read(&target.abs) {
-            Ok(b) => Some(b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io(format!("reading {}", target.rel), e)),
-        };
+        let current = read_if_exists(&target.abs)?;
         let now = Utc::now().trunc_subsecs(3);
         if current.is_some() {
             store.check_backup_dir(agent)?;
@@ -1023,12 +1015,17 @@ fn staged_rel(target: &Target, tag: &str) -> String {
     }
 }
 
-fn sha_of_file(path: &Path) -> Result<Option<String>, Error> {
+/// A file's bytes, or `None` if it does not exist.
+fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, Error> {
     match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(sha256_hex(&bytes))),
+        Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
     }
+}
+
+fn sha_of_file(path: &Path) -> Result<Option<String>, Error> {
+    Ok(read_if_exists(path)?.as_deref().map(sha256_hex))
 }
 
 fn remove_and_sync(path: &Path) -> Result<(), Error> {

@@ -42,7 +42,7 @@ use std::sync::Mutex;
 
 use bluegreen_core::error::IoContext;
 use bluegreen_core::paths::{canonical_root, check_inside_root};
-use bluegreen_core::util::{create_dir_all_durable, fsync_dir, write_new_synced};
+use bluegreen_core::util::{create_dir_all_durable, fsync_dir};
 use bluegreen_core::{AgentId, AgentLease, AgentState, DeploymentRecord, Error, Event, Store};
 use serde::{Deserialize, Serialize};
 
@@ -464,14 +464,9 @@ impl Store for FsStore {
         })
     }
 
-    fn write_backup(&self, _agent: &AgentId, path: &str, bytes: &[u8]) -> Result<(), Error> {
-        let abs = self.backup_abs(path)?;
-        let dir = abs.parent().unwrap_or(&self.root);
-        create_dir_all_durable(dir).context(|| format!("creating {}", dir.display()))?;
-        // Re-check after creating: nothing may have been swapped for a symlink meanwhile.
-        check_inside_root(&self.root, dir)?;
-        write_new_synced(&abs, bytes).context(|| format!("writing snapshot {path}"))?;
-        fsync_dir(dir).context(|| format!("syncing {}", dir.display()))
+    fn write_backup(&self, agent: &AgentId, path: &str, bytes: &[u8]) -> Result<(), Error> {
+        self.write_backup_deferred(agent, path, bytes)?;
+        self.sync(agent)
     }
 
     fn read_backup(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
