@@ -215,6 +215,14 @@ pub fn assert_recovered(
             );
         }
     }
+    // Retention left nothing behind: every snapshot file is one the registry refers to.
+    let referenced: std::collections::HashSet<&str> = state.referenced_backups().collect();
+    for path in store.list_backups(&agent_id).expect("snapshots listable") {
+        assert!(
+            referenced.contains(path.as_str()),
+            "snapshot {path} is on disk but not in the registry"
+        );
+    }
     // Polled briefly: a child that another test thread is forking right now holds a copy
     // of every descriptor until its exec closes them (O_CLOEXEC), including lock files.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);

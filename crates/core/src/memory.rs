@@ -68,8 +68,12 @@ impl Store for MemoryStore {
         Ok(self.lock().events.keys().cloned().collect())
     }
 
-    fn load(&self, agent: &AgentId) -> Result<Option<AgentState>, Error> {
-        Ok(self.lock().events.get(agent).map(AgentState::from_events))
+    fn load(&self, agent: &AgentId) -> Result<Option<Arc<AgentState>>, Error> {
+        Ok(self
+            .lock()
+            .events
+            .get(agent)
+            .map(|events| Arc::new(AgentState::from_events(events))))
     }
 
     fn append(&self, agent: &AgentId, event: &Event) -> Result<(), Error> {

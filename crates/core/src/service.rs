@@ -27,7 +27,10 @@ use crate::report::{
 use crate::store::{
     AgentLease, AgentState, Begin, DeploymentRecord, Event, RollbackBegin, Status, Store,
 };
-use crate::util::{create_dir_all_durable, fsync_dir, sha256_hex, write_new, write_new_synced};
+use crate::util::{
+    create_dir_all_durable, fsync_dir, link_unnamed, sha256_hex, write_new, write_new_synced,
+    write_unnamed,
+};
 use crate::verify::{Chain, ChainReport, VerifyRequest};
 
 /// How long `recover()` waits for an agent's lock before deciding a live process holds it.
@@ -275,17 +278,19 @@ impl BlueGreenService {
             backup_path,
             previous: state.live().map(|d| d.deployment_id.clone()),
         };
+        // Done with it: the store can update its cached fold in place.
+        drop(state);
         if begin.backup_path.is_some() {
             // Refuse a hostile snapshot directory before the journal records anything.
             self.inner.store.check_backup_dir(&agent)?;
         }
+        let chain = req.chain.unwrap_or_else(|| self.chain_for(&agent).clone());
         // Durable together with GREEN's snapshot in the backup stage (`Store::sync`).
         self.inner
             .store
             .append_deferred(&agent, &Event::Begin(begin.clone()))?;
         self.fault(FaultPoint::AfterBegin)?;
 
-        let chain = req.chain.unwrap_or_else(|| self.chain_for(&agent).clone());
         let run = Deployment {
             agent: &agent,
             target: &target,
@@ -315,30 +320,59 @@ impl BlueGreenService {
         let mut stages = Vec::with_capacity(5);
 
         // 1. Backup GREEN, durably, before anything else changes. The journal entry (written
-        //    deferred) is made durable in the same sync, concurrently with the snapshot.
+        //    deferred) is made durable in the same sync. BLUE's bytes meanwhile go into an
+        //    unnamed file in the target's directory (O_TMPFILE): nothing anyone can see, freed
+        //    by the kernel if we die, so its fsync rides along with the backup's instead of
+        //    costing a round of its own after it. (The directory is created only when it is
+        //    missing, and then there is no GREEN to back up.)
         let started = Instant::now();
+        create_dir_all_durable(d.target.dir())
+            .context(|| format!("creating the directory of {}", d.target.rel))?;
+        let unnamed = write_unnamed(d.target.dir(), d.code)
+            .context(|| format!("writing BLUE in the directory of {}", d.target.rel))?;
+        if let (Some(file), Some(mode)) = (&unnamed, d.green_mode.clone()) {
+            // BLUE keeps GREEN's permissions (an executable or 0600 file stays so).
+            file.set_permissions(mode)
+                .context(|| format!("setting the permissions of BLUE for {}", d.target.rel))?;
+        }
+        let unnamed_sync =
+            unnamed.map(|file| tokio::task::spawn_blocking(move || file.sync_all().map(|()| file)));
         if let (Some(bytes), Some(path)) = (d.green, d.begin.backup_path.as_deref()) {
             store.write_backup_deferred(d.agent, path, bytes)?;
         }
         store.sync(d.agent)?;
+        let unnamed = match unnamed_sync {
+            Some(task) => Some(
+                task.await
+                    .map_err(|e| Error::Internal(format!("staging sync task: {e}")))?
+                    .context(|| format!("syncing BLUE for {}", d.target.rel))?,
+            ),
+            None => None,
+        };
         stages.push(timing("backup", true, started));
         self.fault(FaultPoint::AfterBackup)?;
 
-        // 2. Stage BLUE beside the target (same directory: the cutover is one rename). Its
-        //    fsync runs while BLUE is verified and completes before the rename.
+        // 2. Stage BLUE as the target's hidden sibling (same directory: the cutover is one
+        //    rename). Where the filesystem has no unnamed files, BLUE is written here and its
+        //    fsync runs while BLUE is verified, completing before the rename.
         let started = Instant::now();
         let staged = root.join(&d.begin.staged_path);
-        create_dir_all_durable(d.target.dir())
-            .context(|| format!("creating the directory of {}", d.target.rel))?;
-        let staged_file =
-            write_new(&staged, d.code).context(|| format!("staging {}", d.begin.staged_path))?;
-        // BLUE keeps GREEN's permissions (an executable or 0600 file stays so).
-        if let Some(mode) = d.green_mode.clone() {
-            staged_file
-                .set_permissions(mode)
-                .context(|| format!("setting the permissions of {}", d.begin.staged_path))?;
-        }
-        let staged_sync = tokio::task::spawn_blocking(move || staged_file.sync_all());
+        let linked = unnamed
+            .as_ref()
+            .is_some_and(|file| link_unnamed(file, &staged).is_ok());
+        drop(unnamed);
+        let staged_sync = if linked {
+            None
+        } else {
+            let staged_file = write_new(&staged, d.code)
+                .context(|| format!("staging {}", d.begin.staged_path))?;
+            if let Some(mode) = d.green_mode.clone() {
+                staged_file
+                    .set_permissions(mode)
+                    .context(|| format!("setting the permissions of {}", d.begin.staged_path))?;
+            }
+            Some(tokio::task::spawn_blocking(move || staged_file.sync_all()))
+        };
         stages.push(timing("stage", true, started));
         self.fault(FaultPoint::AfterStage)?;
 
@@ -354,10 +388,13 @@ impl BlueGreenService {
         };
         let verification = d.chain.run(&request).await;
         stages.push(timing("verify", verification.passed, started));
-        let synced = staged_sync
-            .await
-            .map_err(|e| Error::Internal(format!("staging sync task: {e}")))
-            .and_then(|r| r.context(|| format!("syncing {}", d.begin.staged_path)));
+        let synced = match staged_sync {
+            Some(task) => task
+                .await
+                .map_err(|e| Error::Internal(format!("staging sync task: {e}")))
+                .and_then(|r| r.context(|| format!("syncing {}", d.begin.staged_path))),
+            None => Ok(()),
+        };
         if !verification.passed {
             remove_and_sync(&staged)?;
             let reason = verification.summary().map(|s| one_line(&s, 500));
@@ -443,13 +480,24 @@ impl BlueGreenService {
             reason,
             pruned: Vec::new(),
         };
-        let mut state = self.load_state(agent)?;
+        let mut state = Arc::unwrap_or_clone(self.load_state(agent)?);
         state.apply(&finish);
         let plan = self.prune_plan(&state);
         if let Event::Finish { pruned, .. } = &mut finish {
             pruned.clone_from(&plan);
         }
-        self.inner.store.append(agent, &finish)?;
+        // A cutover's record needs no fsync of its own: the durable Begin plus the durable
+        // rename imply it, and recovery re-derives it identically (status LIVE, same prune
+        // plan) if a power cut loses it. It becomes durable with the agent's next sync.
+        // Only when the bytes cannot tell BLUE from GREEN (or for any other outcome) is the
+        // record itself the evidence, so it is synced before the caller hears of it.
+        let implied =
+            status == Status::Live && begin.green_sha256.as_deref() != Some(&begin.sha256);
+        if implied {
+            self.inner.store.append_deferred(agent, &finish)?;
+        } else {
+            self.inner.store.append(agent, &finish)?;
+        }
         self.fault(FaultPoint::AfterRecord)?;
         self.delete_pruned(agent, &plan)?;
         state.get(&begin.deployment_id).cloned().ok_or_else(|| {
@@ -573,9 +621,7 @@ impl BlueGreenService {
             .store
             .load(&agent)?
             .ok_or_else(|| Error::UnknownAgent(agent.to_string()))?;
-        let mut deployments = state.deployments;
-        deployments.reverse();
-        Ok(deployments)
+        Ok(state.deployments.iter().rev().cloned().collect())
     }
 
     /// Repairs every agent left mid-operation by a crash: removes staged leftovers, decides
@@ -661,13 +707,18 @@ impl BlueGreenService {
         }
     }
 
-    fn load_state(&self, agent: &AgentId) -> Result<AgentState, Error> {
+    fn load_state(&self, agent: &AgentId) -> Result<Arc<AgentState>, Error> {
         Ok(self.inner.store.load(agent)?.unwrap_or_default())
     }
 
     /// Loads the agent's state, first finishing anything a crash left pending. Lock held.
-    fn load_recovered(&self, agent: &AgentId) -> Result<AgentState, Error> {
+    fn load_recovered(&self, agent: &AgentId) -> Result<Arc<AgentState>, Error> {
         let state = self.load_state(agent)?;
+        // A crash between recording a prune and deleting its files leaves them behind; the
+        // record is the last event until the next operation, which is this one.
+        for path in &state.last_pruned {
+            self.inner.store.remove_backup(path)?;
+        }
         if !state.is_pending() {
             return Ok(state);
         }
@@ -717,17 +768,24 @@ impl BlueGreenService {
             } else {
                 Status::Aborted
             };
-            store.append(
-                agent,
-                &Event::Finish {
-                    deployment_id: begin.deployment_id.clone(),
-                    status,
-                    backup_path,
-                    reason: (!went_live)
-                        .then(|| "interrupted before cutover; cleaned up by recovery".to_owned()),
-                    pruned: Vec::new(),
-                },
-            )?;
+            let mut finish = Event::Finish {
+                deployment_id: begin.deployment_id.clone(),
+                status,
+                backup_path,
+                reason: (!went_live)
+                    .then(|| "interrupted before cutover; cleaned up by recovery".to_owned()),
+                pruned: Vec::new(),
+            };
+            // The same retention a finished cutover applies: its record may have been lost
+            // to a power cut after its pruned files were already deleted.
+            let mut after = (*state).clone();
+            after.apply(&finish);
+            let plan = self.prune_plan(&after);
+            if let Event::Finish { pruned, .. } = &mut finish {
+                pruned.clone_from(&plan);
+            }
+            store.append(agent, &finish)?;
+            self.delete_pruned(agent, &plan)?;
             actions.push(format!("marked {} {status}", begin.deployment_id));
         }
 
@@ -882,7 +940,7 @@ impl BlueGreenService {
             snapshot,
             pruned: Vec::new(),
         };
-        let mut state = self.load_state(agent)?;
+        let mut state = Arc::unwrap_or_clone(self.load_state(agent)?);
         state.apply(&rollback);
         let plan = self.prune_plan(&state);
         if let Event::Rollback { pruned, .. } = &mut rollback {
@@ -935,8 +993,8 @@ impl BlueGreenService {
             .collect()
     }
 
-    /// Deletes snapshots whose pruning is already recorded, then any the registry no longer
-    /// refers to (left by a crash between the record and the deletion). Lock held.
+    /// Deletes snapshots whose pruning is already recorded. Lock held. (A crash before they
+    /// are gone is repaired by `load_recovered`, which repeats the last event's deletions.)
     fn delete_pruned(&self, agent: &AgentId, plan: &[String]) -> Result<(), Error> {
         for (i, path) in plan.iter().enumerate() {
             self.inner.store.remove_backup(path)?;
@@ -946,9 +1004,6 @@ impl BlueGreenService {
         }
         if !plan.is_empty() {
             tracing::debug!(%agent, pruned = plan.len(), "retention");
-        }
-        for action in self.sweep_orphans(agent)? {
-            tracing::warn!(%agent, action, "retention");
         }
         Ok(())
     }

@@ -8,6 +8,7 @@
 //! Invariant: a `Store` acknowledges (returns `Ok`) only once the change is durable.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -175,6 +176,10 @@ pub struct AgentState {
     pub pending_rollback: Option<RollbackBegin>,
     /// Snapshots taken by rollbacks, oldest first.
     pub rollback_snapshots: Vec<RollbackSnapshot>,
+    /// The snapshots the last event pruned, if it was a `Finish` or `Rollback`. Their files
+    /// are deleted after the event is written; a crash in between leaves them, and the next
+    /// operation on the agent deletes them again (see `BlueGreenService`).
+    pub last_pruned: Vec<String>,
 }
 
 impl AgentState {
@@ -189,6 +194,7 @@ impl AgentState {
     }
 
     pub fn apply(&mut self, event: &Event) {
+        self.last_pruned.clear();
         match event {
             Event::Begin(begin) => {
                 if self.file_path.is_none() {
@@ -227,6 +233,7 @@ impl AgentState {
                     reason: reason.clone(),
                 });
                 self.forget_snapshots(pruned);
+                self.last_pruned.clone_from(pruned);
             }
             Event::Rollback {
                 from,
@@ -258,6 +265,7 @@ impl AgentState {
                     }
                 }
                 self.forget_snapshots(pruned);
+                self.last_pruned.clone_from(pruned);
             }
             Event::RollbackBegin(rb) => self.pending_rollback = Some(rb.clone()),
             Event::RollbackAbandoned { from } => {
@@ -348,8 +356,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every agent with a registry entry.
     fn agents(&self) -> Result<Vec<AgentId>, Error>;
 
-    /// The agent's folded state (`None` if it never began a deployment).
-    fn load(&self, agent: &AgentId) -> Result<Option<AgentState>, Error>;
+    /// The agent's folded state (`None` if it never began a deployment). Shared, so a store
+    /// can hand out its cached fold without copying a long history.
+    fn load(&self, agent: &AgentId) -> Result<Option<Arc<AgentState>>, Error>;
 
     /// Appends one event, durably.
     fn append(&self, agent: &AgentId, event: &Event) -> Result<(), Error>;
@@ -431,7 +440,14 @@ pub trait Store: Send + Sync + 'static {
     fn pending_agents(&self) -> Result<Vec<AgentId>, Error> {
         let mut out = Vec::new();
         for agent in self.agents()? {
-            if self.load(&agent)?.is_some_and(|s| s.is_pending()) {
+            let Some(state) = self.load(&agent)? else {
+                continue;
+            };
+            let unfinished_prune = state
+                .last_pruned
+                .iter()
+                .any(|p| self.read_backup(p).ok().flatten().is_some());
+            if state.is_pending() || unfinished_prune {
                 out.push(agent);
             }
         }
@@ -442,7 +458,7 @@ pub trait Store: Send + Sync + 'static {
     fn live_versions(&self) -> Result<BTreeMap<AgentId, DeploymentRecord>, Error> {
         let mut out = BTreeMap::new();
         for agent in self.agents()? {
-            if let Some(live) = self.load(&agent)?.as_ref().and_then(AgentState::live) {
+            if let Some(live) = self.load(&agent)?.as_deref().and_then(AgentState::live) {
                 out.insert(agent, live.clone());
             }
         }

@@ -39,6 +39,58 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<File> {
     Ok(file)
 }
 
+/// An unnamed file in `dir` (`O_TMPFILE`) holding `bytes`, not yet synced: invisible to
+/// everyone, and freed by the kernel if the process dies, until [`link_unnamed`] gives it a
+/// name. `Ok(None)` where the filesystem cannot make one (the caller writes a named file).
+pub fn write_unnamed(dir: &Path, bytes: &[u8]) -> std::io::Result<Option<File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = OpenOptions::new()
+        .write(true)
+        .mode(0o666)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir);
+    match opened {
+        Ok(mut file) => {
+            file.write_all(bytes)?;
+            Ok(Some(file))
+        }
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Names an unnamed file from [`write_unnamed`] at `path` (which must not exist), in the same
+/// filesystem. Needs `/proc`; callers fall back to a named file if this fails.
+pub fn link_unnamed(file: &File, path: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    let to = CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: both pointers are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Creates (exclusively) and writes `path`, then fsyncs the file. The directory entry is
 /// not synced: callers sync the directory once for several entries.
 pub fn write_new_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -84,6 +136,21 @@ pub fn replace_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unnamed_file_is_invisible_until_linked() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(file) = write_unnamed(dir.path(), b"blue").unwrap() else {
+            return; // no O_TMPFILE here: callers fall back to a named file
+        };
+        file.sync_all().unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let named = dir.path().join(".x.staged");
+        link_unnamed(&file, &named).unwrap();
+        assert_eq!(std::fs::read(&named).unwrap(), b"blue");
+        // Never over an existing name.
+        assert!(link_unnamed(&file, &named).is_err());
+    }
 
     #[test]
     fn sha_and_durations() {
