@@ -197,4 +197,8 @@ impl<V: Verifier> Verifier for WithTimeout<V> {
             )),
         }
     }
+
+    fn prepare(&self, code: &std::sync::Arc<[u8]>) {
+        self.inner.prepare(code);
+    }
 }

@@ -340,6 +340,10 @@ impl BlueGreenService {
         if let (Some(bytes), Some(path)) = (d.green, d.begin.backup_path.as_deref()) {
             store.write_backup_deferred(d.agent, path, bytes)?;
         }
+        if !d.chain.is_empty() {
+            // Verifiers may start on BLUE's bytes while this task waits on the disk.
+            d.chain.prepare(&Arc::from(d.code));
+        }
         store.sync(d.agent)?;
         let unnamed = match unnamed_sync {
             Some(task) => Some(

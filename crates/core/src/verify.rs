@@ -89,6 +89,14 @@ pub trait Verifier: Send + Sync {
     /// Checks `req.staged`. Infrastructure problems (an interpreter that cannot be started)
     /// are failures with a diagnostic that says so: a check that could not run did not pass.
     async fn verify(&self, req: &VerifyRequest) -> Verdict;
+
+    /// A hint, given BLUE's bytes while GREEN's backup is being made durable (before BLUE is
+    /// staged): a verifier whose work is a pure function of the bytes may start it now, in the
+    /// background, and reuse the result in [`Verifier::verify`] if the staged file holds
+    /// exactly these bytes. The verdict is still about the staged file. Default: nothing.
+    fn prepare(&self, code: &Arc<[u8]>) {
+        let _ = code;
+    }
 }
 
 /// The recorded result of one verifier in a chain run.
@@ -169,6 +177,13 @@ impl Chain {
 
     pub fn names(&self) -> Vec<String> {
         self.verifiers.iter().map(|v| v.name().to_owned()).collect()
+    }
+
+    /// Passes BLUE's bytes to every verifier's [`Verifier::prepare`].
+    pub fn prepare(&self, code: &Arc<[u8]>) {
+        for verifier in &self.verifiers {
+            verifier.prepare(code);
+        }
     }
 
     /// Runs the chain. Every verifier that ran (or was cut off) is recorded, in chain order.

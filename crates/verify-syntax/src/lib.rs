@@ -78,9 +78,13 @@ mod python_codecs;
 mod ruff_engine;
 mod tree_sitter_engine;
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use sha2::{Digest, Sha256};
 
 use bluegreen_core::{Diagnostic, Verdict, Verifier, VerifyRequest};
 
@@ -294,6 +298,42 @@ fn to_u32(n: usize) -> u32 {
 pub struct SyntaxVerifier {
     name: String,
     options: SyntaxOptions,
+    /// Verdicts by content hash, shared by clones (all with the same options).
+    memo: Arc<VerdictMemo>,
+}
+
+/// The last few verdicts, keyed by the SHA-256 of the checked bytes. A verdict is a pure
+/// function of the bytes and the options, so one computed ahead of time from a deployment's
+/// bytes ([`Verifier::prepare`]) is the verdict on a staged file holding those bytes. A slot
+/// being filled blocks whoever else asks for it until it is: nothing is parsed twice.
+#[derive(Debug, Default)]
+struct VerdictMemo {
+    slots: Mutex<VecDeque<([u8; 32], MemoSlot)>>,
+}
+
+/// A verdict, or the promise of one being computed.
+type MemoSlot = Arc<OnceLock<Verdict>>;
+
+impl VerdictMemo {
+    /// Enough for the deployments one process has in flight at once.
+    const CAPACITY: usize = 32;
+
+    fn slot(&self, key: [u8; 32]) -> MemoSlot {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, slot)) = slots.iter().find(|(k, _)| *k == key) {
+            return slot.clone();
+        }
+        if slots.len() >= Self::CAPACITY {
+            slots.pop_front();
+        }
+        let slot = Arc::new(OnceLock::new());
+        slots.push_back((key, slot.clone()));
+        slot
+    }
+}
+
+fn content_key(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
 }
 
 impl SyntaxVerifier {
@@ -301,6 +341,7 @@ impl SyntaxVerifier {
         Self {
             name: name.into(),
             options,
+            memo: Arc::default(),
         }
     }
 
@@ -316,7 +357,14 @@ impl SyntaxVerifier {
                 return Verdict::fail_msg(format!("cannot read {}: {error}", path.display()));
             }
         };
-        let diagnostics = check_source(&source, &self.options);
+        self.memo
+            .slot(content_key(&source))
+            .get_or_init(|| self.check(&source, path))
+            .clone()
+    }
+
+    fn check(&self, source: &[u8], path: &Path) -> Verdict {
+        let diagnostics = check_source(source, &self.options);
         tracing::debug!(
             verifier = %self.name,
             engine = %self.options.engine,
@@ -346,5 +394,19 @@ impl Verifier for SyntaxVerifier {
             Ok(verdict) => verdict,
             Err(error) => Verdict::fail_msg(format!("syntax check did not complete: {error}")),
         }
+    }
+
+    fn prepare(&self, code: &Arc<[u8]>) {
+        // Parse while the deployment waits for its backup to be durable; `verify` hashes the
+        // staged file and finds the verdict (or waits for it) in the memo.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let this = self.clone();
+        let code = code.clone();
+        runtime.spawn_blocking(move || {
+            let slot = this.memo.slot(content_key(&code));
+            slot.get_or_init(|| this.check(&code, Path::new("<deployment bytes>")));
+        });
     }
 }

@@ -192,3 +192,39 @@ async fn verifier_checks_the_staged_file() {
         missing.diagnostics
     );
 }
+
+/// `prepare` parses a deployment's bytes ahead; the verdict must still be the staged file's.
+#[tokio::test]
+async fn a_prepared_verdict_is_used_only_for_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let good: &[u8] = b"def process_event(event):\n    return event\n";
+    let bad: &[u8] = b"def process_event(event)\n    return event\n";
+    let verifier = SyntaxVerifier::new("syntax", SyntaxOptions::default());
+    let staged = dir.path().join("staged.py");
+
+    // Prepared with good bytes, but the staged file holds bad ones: rejected.
+    verifier.prepare(&std::sync::Arc::from(good));
+    std::fs::write(&staged, bad).unwrap();
+    let verdict = verifier.verify(&request(staged.clone())).await;
+    assert_eq!(
+        messages(&verdict.diagnostics),
+        ["1:25 Expected `:`, found newline"]
+    );
+
+    // Prepared with bad bytes, staged file good: accepted.
+    verifier.prepare(&std::sync::Arc::from(bad));
+    std::fs::write(&staged, good).unwrap();
+    assert!(verifier.verify(&request(staged.clone())).await.passed);
+
+    // Prepared with the staged bytes (and cloned: clones share the memo): the same verdict
+    // as a fresh verifier's, diagnostics included.
+    let clone = verifier.clone();
+    clone.prepare(&std::sync::Arc::from(bad));
+    std::fs::write(&staged, bad).unwrap();
+    let prepared = verifier.verify(&request(staged.clone())).await;
+    let fresh = SyntaxVerifier::new("syntax", SyntaxOptions::default())
+        .verify(&request(staged))
+        .await;
+    assert_eq!(prepared, fresh);
+    assert!(!prepared.passed);
+}
