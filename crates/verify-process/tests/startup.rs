@@ -162,6 +162,35 @@ async fn without_entrypoint_only_the_import_counts() {
 }
 
 #[tokio::test]
+async fn the_agent_sees_the_same_environment_in_both_modes() {
+    // The zygote runs with its own allocator settings (zygote.rs, ZYGOTE_ALLOCATOR); neither
+    // the agent nor a process it starts may see them.
+    let setup = Setup::new(
+        r#"import os, subprocess, sys
+names = sorted(os.environ)
+child = subprocess.run([sys.executable, "-c", "import os; print(sorted(os.environ))"],
+                       capture_output=True, text=True).stdout.strip()
+assert child == repr(names), (child, names)
+leaked = [n for n in names if n == "PYTHONMALLOC" or n.startswith("MALLOC_")]
+assert not leaked, leaked
+with open("env.txt", "a") as out:
+    out.write(repr(names) + "\n")
+
+def process_event(event):
+    return event
+"#,
+    );
+    for warm in [false, true] {
+        let verdict = verifier(warm, TIMEOUT).verify(&setup.req).await;
+        assert!(verdict.passed, "warm={warm}: {verdict:?}");
+    }
+    let seen = std::fs::read_to_string(setup.root().join("env.txt")).unwrap();
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines.len(), 2, "{seen}");
+    assert_eq!(lines[0], lines[1], "cold and warm environments differ");
+}
+
+#[tokio::test]
 async fn syntax_error_points_into_the_staged_file() {
     let setup = Setup::new("x = 1\n\ndef broken(:\n    pass\n");
     for warm in [false, true] {

@@ -6,7 +6,10 @@
 #   <- {"ready": true, "pid": P}                      once, at start
 #   <- {"id": N, "pid": P}                            right after the fork
 #   <- {"id": N, "exit": E, "report": "...", "stdout": "...", "stderr": "...",
-#       "stdout_total": N, "stderr_total": N}         when the child and its group are gone
+#       "stdout_total": N, "stderr_total": N}         as soon as the child's report is whole
+#                                                     (its group is killed first; E is 0, the
+#                                                     status it exits with next), or else
+#                                                     when the child and its group are gone
 # E is os.waitstatus_to_exitcode (negative = killed by that signal). End of input on fd 3
 # means shut down: every running check group is killed first.
 # To keep the fork off the critical path the zygote keeps one *spare* child forked ahead of
@@ -42,12 +45,21 @@ def _bg_send(message):
 _BG_WARM_UP_SOURCE = "def f(e):\n    return [x * 2 for x in e if x] + list(range(10))\n" * 40
 
 
+def _bg_warm_target(event):
+    return event
+
+
 def _bg_prefault():
     # Runs in the spare while it waits for a request: takes most of the copy-on-write page
-    # faults a check causes (GC headers, allocator arenas) before the clock starts. Neither
-    # call leaves state the candidate could observe.
+    # faults a check causes (GC headers, allocator arenas, the import and signature code
+    # paths) before the clock starts. None of it leaves state the candidate could observe.
     gc.collect()
     compile(_BG_WARM_UP_SOURCE, "<bluegreen-warm-up>", "exec")
+    inspect.signature(_bg_warm_target).bind(object())
+    importlib.util.module_from_spec(importlib.util.spec_from_loader("_bg_warm_up", loader=None))
+    if _BG_KEEPING_ALLOCATOR:
+        # glibc keeps what this frees: the check's compile finds the pages faulted in.
+        compile(_BG_WARM_UP_SOURCE * 6, "<bluegreen-warm-up>", "exec")
 
 
 def _bg_child(out_w, err_w, rep_w, req_r, base_path):
@@ -95,6 +107,14 @@ def _bg_child(out_w, err_w, rep_w, req_r, base_path):
     _bg_finish(report_fd, report, checker_pid)
 
 
+# The allocator settings bluegreen started the zygote with (zygote.rs, ZYGOTE_ALLOCATOR) are
+# for this process only: the agent and whatever it runs see the environment of a cold check.
+_BG_KEEPING_ALLOCATOR = os.environ.get("MALLOC_TOP_PAD_") is not None
+for _bg_name in ("PYTHONMALLOC", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_"):
+    if _BG_KEEPING_ALLOCATOR:
+        os.environ.pop(_bg_name, None)
+
+
 def _bg_zygote_main():
     os.chdir("/")  # started in a root only so a launcher picks the interpreter from there
     base_path = list(sys.path)
@@ -111,26 +131,74 @@ def _bg_zygote_main():
     spare = []  # at most one pre-forked child
     pending = bytearray()
 
+    def answer(check, exit_code):
+        check["answered"] = True
+        if not check["cancelled"]:
+            send_result(check, exit_code)
+        # The next spare is forked now that a check is over, off its critical path.
+        if not spare:
+            spare.append(fork_spare())
+
+    def send_result(check, exit_code):
+        bufs = check["bufs"]
+        _bg_send(
+            {
+                "id": check["id"],
+                "exit": exit_code,
+                "report": bytes(bufs["report"]).decode("utf-8", "replace"),
+                "stdout": bytes(bufs["stdout"]).decode("utf-8", "replace"),
+                "stderr": bytes(bufs["stderr"]).decode("utf-8", "replace"),
+                "stdout_total": check["totals"]["stdout"],
+                "stderr_total": check["totals"]["stderr"],
+            }
+        )
+
     def finish_if_done(check):
         if check["status"] is None or check["fds"]:
             return
         checks.pop(check["id"], None)
-        if not check["cancelled"]:
-            bufs = check["bufs"]
-            _bg_send(
-                {
-                    "id": check["id"],
-                    "exit": _bg_exitcode(check["status"]),
-                    "report": bytes(bufs["report"]).decode("utf-8", "replace"),
-                    "stdout": bytes(bufs["stdout"]).decode("utf-8", "replace"),
-                    "stderr": bytes(bufs["stderr"]).decode("utf-8", "replace"),
-                    "stdout_total": check["totals"]["stdout"],
-                    "stderr_total": check["totals"]["stderr"],
-                }
-            )
-        # The next spare is forked now that a check has finished, off its critical path.
-        if not spare:
-            spare.append(fork_spare())
+        if not check["answered"]:
+            answer(check, _bg_exitcode(check["status"]))
+
+    def read_into(check, fd):
+        # One read from a check's pipe: "data", "empty" (nothing now) or "eof" (closed).
+        stream = check["fds"][fd]
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return "empty"
+        if not data:
+            selector.unregister(fd)
+            os.close(fd)
+            del check["fds"][fd]
+            return "eof"
+        cap = _BG_REPORT_CAP if stream == "report" else check["cap"]
+        buf = check["bufs"][stream]
+        buf.extend(data)
+        if len(buf) > cap:
+            del buf[: len(buf) - cap]  # keep the tail: tracebacks end there
+        check["totals"][stream] += len(data)
+        return "data"
+
+    def answer_on_report(check):
+        # The checker writes its report as its last act before os._exit(0), after flushing
+        # its output. Once the report is whole, the verdict is known: kill the group now and
+        # answer, instead of waiting for the checker's address space to be torn down (about
+        # a millisecond). Its reaping and the rest of its pipes are handled as before.
+        try:
+            json.loads(bytes(check["bufs"]["report"]))
+        except ValueError:
+            return
+        try:
+            os.killpg(check["pid"], signal.SIGKILL)
+        except OSError:
+            pass
+        # Everything the checker printed is in its pipes already (it flushed first).
+        for fd, stream in list(check["fds"].items()):
+            if stream != "report":
+                while read_into(check, fd) == "data":
+                    pass
+        answer(check, 0)
 
     def reap():
         while True:
@@ -173,7 +241,7 @@ def _bg_zygote_main():
             "fds": {out_r: "stdout", err_r: "stderr", rep_r: "report"},
         }
 
-    def start(request):
+    def start(request, raw):
         child = spare.pop() if spare else fork_spare()
         pid = child["pid"]
         check = {
@@ -185,13 +253,14 @@ def _bg_zygote_main():
             "totals": {"stdout": 0, "stderr": 0, "report": 0},
             "status": None,
             "cancelled": False,
+            "answered": False,
         }
         for fd in check["fds"]:
             os.set_blocking(fd, False)
             selector.register(fd, selectors.EVENT_READ, check)
         checks[request["id"]] = check
         by_pid[pid] = check
-        data = json.dumps(request).encode()
+        data = raw
         try:
             while data:
                 data = data[os.write(child["req_w"], data):]
@@ -215,7 +284,7 @@ def _bg_zygote_main():
                 break
         os._exit(0)
 
-    def handle(message):
+    def handle(message, raw):
         if "cancel" in message:
             check = checks.get(message["cancel"])
             if check is not None:
@@ -225,7 +294,7 @@ def _bg_zygote_main():
                 except OSError:
                     pass
         else:
-            start(message)
+            start(message, raw)
 
     # Everything the zygote owns now lives as long as it does: keep the collector of every
     # child away from it (fewer pages to copy on write).
@@ -244,7 +313,7 @@ def _bg_zygote_main():
                     line, _, rest = bytes(pending).partition(b"\n")
                     pending[:] = rest
                     if line.strip():
-                        handle(json.loads(line))
+                        handle(json.loads(line), line)
             elif key.data == "wake":
                 try:
                     while os.read(wake_r, 4096):
@@ -254,23 +323,13 @@ def _bg_zygote_main():
                 reap()
             else:
                 check = key.data
-                stream = check["fds"].get(key.fd)
-                try:
-                    data = os.read(key.fd, 65536)
-                except BlockingIOError:
-                    continue
-                if data:
-                    cap = _BG_REPORT_CAP if stream == "report" else check["cap"]
-                    buf = check["bufs"][stream]
-                    buf.extend(data)
-                    if len(buf) > cap:
-                        del buf[: len(buf) - cap]  # keep the tail: tracebacks end there
-                    check["totals"][stream] += len(data)
-                else:
-                    selector.unregister(key.fd)
-                    os.close(key.fd)
-                    del check["fds"][key.fd]
+                if key.fd not in check["fds"]:
+                    continue  # closed earlier in this round
+                stream = check["fds"][key.fd]
+                if read_into(check, key.fd) == "eof":
                     finish_if_done(check)
+                elif stream == "report" and not check["answered"]:
+                    answer_on_report(check)
         reap()
 
 
