@@ -332,6 +332,10 @@ impl VerdictMemo {
     }
 }
 
+/// The largest deployment `prepare` parses ahead (8 ms of parsing at most): beyond it the
+/// speculative work would compete with the deployment for longer than the backup takes.
+const PREPARE_MAX_BYTES: usize = 256 * 1024;
+
 fn content_key(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
@@ -363,6 +367,16 @@ impl SyntaxVerifier {
             .clone()
     }
 
+    /// The memoized verdict for `path`'s bytes, if the file is small and one is ready.
+    fn prepared_verdict(&self, path: &Path) -> Option<Verdict> {
+        let small = std::fs::metadata(path).ok()?.len() <= PREPARE_MAX_BYTES as u64;
+        if !small {
+            return None;
+        }
+        let source = std::fs::read(path).ok()?;
+        self.memo.slot(content_key(&source)).get().cloned()
+    }
+
     fn check(&self, source: &[u8], path: &Path) -> Verdict {
         let diagnostics = check_source(source, &self.options);
         tracing::debug!(
@@ -387,7 +401,12 @@ impl Verifier for SyntaxVerifier {
     }
 
     async fn verify(&self, req: &VerifyRequest) -> Verdict {
-        // Large files take milliseconds: keep them off the async worker threads.
+        // A small staged file whose verdict `prepare` already has: reading and hashing it
+        // takes microseconds, less than a hop to the blocking pool and back.
+        if let Some(verdict) = self.prepared_verdict(&req.staged) {
+            return verdict;
+        }
+        // Parsing takes milliseconds: keep it off the async worker threads.
         let this = self.clone();
         let path = req.staged.clone();
         match tokio::task::spawn_blocking(move || this.verify_path(&path)).await {
@@ -402,6 +421,9 @@ impl Verifier for SyntaxVerifier {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        if code.len() > PREPARE_MAX_BYTES {
+            return; // parsed in `verify`, where its time is the verifier's
+        }
         let this = self.clone();
         let code = code.clone();
         runtime.spawn_blocking(move || {
