@@ -486,3 +486,54 @@ async fn prestart_starts_the_zygote_before_the_first_check() {
     assert_eq!(warm.zygote_pid(), Some(pid));
     assert!(!cold.prestart(setup.root()).await);
 }
+
+/// The entrypoint check reads a plain function's arity off its code object instead of asking
+/// `inspect` (check.py, `_bg_plainly_takes_one_argument`); it must never accept what
+/// `inspect.signature(f).bind(x)` refuses. Every signature of up to four parameters from a
+/// representative set, plus decorated functions, through a real interpreter.
+#[test]
+fn the_entrypoint_fast_path_agrees_with_inspect() {
+    let check = include_str!("../src/python/check.py");
+    let script = format!(
+        r#"{check}
+
+import functools, inspect, itertools
+params = ["a", "b=1", "*args", "c", "/", "*", "k", "k2=2", "**kw"]
+checked = 0
+for r in range(5):
+    for combo in itertools.permutations(params, r):
+        scope = {{}}
+        try:
+            exec("def f(%s): pass" % ", ".join(combo), scope)
+        except SyntaxError:
+            continue
+        f = scope["f"]
+        try:
+            inspect.signature(f).bind(object())
+            binds = True
+        except TypeError:
+            binds = False
+        assert _bg_plainly_takes_one_argument(f) == binds, combo
+        checked += 1
+
+@functools.wraps(lambda a, b: None)
+def wrapped(*args, **kwargs):
+    pass
+assert not _bg_plainly_takes_one_argument(wrapped)
+assert not _bg_plainly_takes_one_argument(functools.partial(lambda a, b: None, 1))
+assert not _bg_plainly_takes_one_argument(print)
+print(checked)
+"#
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-I", "-c", &script])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let checked: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(checked > 800, "only {checked} signatures checked");
+}

@@ -63,6 +63,26 @@ def _bg_assignment_line(staged, name):
     return 0
 
 
+def _bg_plainly_takes_one_argument(target):
+    # For a plain function (no __wrapped__ or __signature__ for inspect to follow), whether
+    # one positional argument binds, read off its code object: what
+    # inspect.signature(target).bind(x) answers, without its ~0.1 ms in a fresh process.
+    # Anything else, and every refusal, goes through inspect (which words the message).
+    if type(target) is not type(_bg_plainly_takes_one_argument):
+        return False
+    if "__wrapped__" in target.__dict__ or "__signature__" in target.__dict__:
+        return False
+    code = target.__code__
+    positional = code.co_argcount  # positional-only included
+    required = positional - len(target.__defaults__ or ())
+    kw_defaults = target.__kwdefaults__ or {}
+    kw_only = code.co_varnames[positional : positional + code.co_kwonlyargcount]
+    if any(kw not in kw_defaults for kw in kw_only):
+        return False
+    takes_varargs = bool(code.co_flags & 0x04)  # CO_VARARGS
+    return required <= 1 and (positional >= 1 or takes_varargs)
+
+
 def _bg_check_entrypoint(module, name, staged):
     def fail(message, line=0):
         return {"ok": False, "kind": "entrypoint", "line": line, "column": 0, "message": message}
@@ -78,6 +98,8 @@ def _bg_check_entrypoint(module, name, staged):
             "entrypoint %r is not callable (it is %s)" % (name, type(target).__name__),
             _bg_assignment_line(staged, name),
         )
+    if _bg_plainly_takes_one_argument(target):
+        return {"ok": True}
     import inspect
 
     try:

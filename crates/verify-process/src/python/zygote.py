@@ -244,6 +244,16 @@ def _bg_zygote_main():
     def start(request, raw):
         child = spare.pop() if spare else fork_spare()
         pid = child["pid"]
+        # Hand the request over first: the child starts while the bookkeeping below runs.
+        # (Whatever it writes or however it ends meanwhile waits in its pipes and for reap(),
+        # which runs only after this returns.)
+        data = raw
+        try:
+            while data:
+                data = data[os.write(child["req_w"], data):]
+        except OSError:
+            pass  # the child died; reap() reports it
+        os.close(child["req_w"])
         check = {
             "id": request["id"],
             "pid": pid,
@@ -260,13 +270,6 @@ def _bg_zygote_main():
             selector.register(fd, selectors.EVENT_READ, check)
         checks[request["id"]] = check
         by_pid[pid] = check
-        data = raw
-        try:
-            while data:
-                data = data[os.write(child["req_w"], data):]
-        except OSError:
-            pass  # the child died; reap() reports it
-        os.close(child["req_w"])
         _bg_send({"id": request["id"], "pid": pid})
 
     def shutdown():
