@@ -379,7 +379,8 @@ pub trait Store: Send + Sync + 'static {
         self.write_backup(agent, path, bytes)
     }
 
-    /// Makes every deferred write for `agent` durable (concurrently where it can).
+    /// Makes every deferred write for `agent` durable, in whatever order the store finds
+    /// fastest; all of it before returning.
     fn sync(&self, _agent: &AgentId) -> Result<(), Error> {
         Ok(())
     }

@@ -9,7 +9,8 @@
 //! .bluegreen/trash/                        pruned snapshots on their way out (see `trash.rs`)
 //! ```
 //!
-//! Durability: every append is `write` + `fdatasync` before it returns; snapshots are
+//! Durability: every `append` is `write` + `fdatasync` before it returns (`append_deferred`
+//! leaves the `fdatasync` to the agent's next `sync` or `append`); snapshots are
 //! written, fsynced and their directory fsynced; new directories are fsynced into their
 //! parents. A torn last line (a crash mid-append) is ignored on read and cut off before the
 //! next append. Each line also carries the agent's LIVE record after the event, so `status`
