@@ -485,11 +485,7 @@ impl BlueGreenService {
             pruned: Vec::new(),
         };
         let mut state = Arc::unwrap_or_clone(self.load_state(agent)?);
-        state.apply(&finish);
-        let plan = self.prune_plan(&state);
-        if let Event::Finish { pruned, .. } = &mut finish {
-            pruned.clone_from(&plan);
-        }
+        let plan = self.plan_retention(&mut state, &mut finish);
         // A cutover's record needs no fsync of its own: the durable Begin plus the durable
         // rename imply it, and recovery re-derives it identically (status LIVE, same prune
         // plan) if a power cut loses it. It becomes durable with the agent's next sync.
@@ -782,12 +778,7 @@ impl BlueGreenService {
             };
             // The same retention a finished cutover applies: its record may have been lost
             // to a power cut after its pruned files were already deleted.
-            let mut after = (*state).clone();
-            after.apply(&finish);
-            let plan = self.prune_plan(&after);
-            if let Event::Finish { pruned, .. } = &mut finish {
-                pruned.clone_from(&plan);
-            }
+            let plan = self.plan_retention(&mut (*state).clone(), &mut finish);
             store.append(agent, &finish)?;
             self.delete_pruned(agent, &plan)?;
             actions.push(format!("marked {} {status}", begin.deployment_id));
@@ -944,15 +935,25 @@ impl BlueGreenService {
             snapshot,
             pruned: Vec::new(),
         };
-        let mut state = Arc::unwrap_or_clone(self.load_state(agent)?);
-        state.apply(&rollback);
-        let plan = self.prune_plan(&state);
-        if let Event::Rollback { pruned, .. } = &mut rollback {
-            pruned.clone_from(&plan);
-        }
+        let plan = self.plan_retention(
+            &mut Arc::unwrap_or_clone(self.load_state(agent)?),
+            &mut rollback,
+        );
         store.append(agent, &rollback)?;
         self.delete_pruned(agent, &plan)?;
         Ok(sha)
+    }
+
+    /// Folds `event` (a `Finish` or `Rollback`) into `state` and writes retention's plan into
+    /// the event's `pruned`, so the record that drops snapshots is the one that ends the
+    /// operation. Returns the plan, for deleting the files once the event is written.
+    fn plan_retention(&self, state: &mut AgentState, event: &mut Event) -> Vec<String> {
+        state.apply(event);
+        let plan = self.prune_plan(state);
+        if let Event::Finish { pruned, .. } | Event::Rollback { pruned, .. } = event {
+            pruned.clone_from(&plan);
+        }
+        plan
     }
 
     /// Retention: which snapshots to drop so `keep_backups` remain — first keeping the ones
