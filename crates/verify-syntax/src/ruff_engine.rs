@@ -651,6 +651,16 @@ impl<'a> SemanticVisitor<'a> {
         self.scopes.last()
     }
 
+    /// The comprehensions the current position is nested in, innermost first, up to the
+    /// first scope that is not one.
+    fn enclosing_comprehensions(&self) -> impl Iterator<Item = ScopeKind> + '_ {
+        self.scopes
+            .iter()
+            .rev()
+            .map(|s| s.kind)
+            .take_while(|kind| matches!(kind, ScopeKind::Comprehension { .. }))
+    }
+
     fn scope_mut(&mut self) -> Option<&mut Scope<'a>> {
         self.scopes.last_mut()
     }
@@ -1194,34 +1204,27 @@ impl SemanticSyntaxContext for SemanticVisitor<'_> {
     }
 
     fn in_yield_allowed_context(&self) -> bool {
-        matches!(
-            self.scope().map(|s| s.kind),
-            Some(ScopeKind::Function { .. } | ScopeKind::Lambda)
-        )
+        self.in_function_scope()
     }
 
     fn in_sync_comprehension(&self) -> bool {
-        for scope in self.scopes.iter().rev() {
-            match scope.kind {
+        self.enclosing_comprehensions().any(|kind| {
+            matches!(
+                kind,
                 ScopeKind::Comprehension {
-                    is_async: false, ..
-                } => return true,
-                ScopeKind::Comprehension { .. } => {}
-                _ => return false,
-            }
-        }
-        false
+                    is_async: false,
+                    ..
+                }
+            )
+        })
     }
 
     fn in_class_body_comprehension(&self) -> bool {
-        for scope in self.scopes.iter().rev() {
-            match scope.kind {
-                ScopeKind::Comprehension { .. } => {}
-                ScopeKind::Class => return true,
-                _ => return false,
-            }
-        }
-        false
+        let mut outward = self.scopes.iter().rev().map(|s| s.kind);
+        matches!(
+            outward.find(|kind| !matches!(kind, ScopeKind::Comprehension { .. })),
+            Some(ScopeKind::Class)
+        )
     }
 
     fn in_module_scope(&self) -> bool {
@@ -1236,16 +1239,15 @@ impl SemanticSyntaxContext for SemanticVisitor<'_> {
     }
 
     fn in_generator_context(&self) -> bool {
-        for scope in self.scopes.iter().rev() {
-            match scope.kind {
+        self.enclosing_comprehensions().any(|kind| {
+            matches!(
+                kind,
                 ScopeKind::Comprehension {
-                    is_generator: true, ..
-                } => return true,
-                ScopeKind::Comprehension { .. } => {}
-                _ => return false,
-            }
-        }
-        false
+                    is_generator: true,
+                    ..
+                }
+            )
+        })
     }
 
     fn in_notebook(&self) -> bool {
