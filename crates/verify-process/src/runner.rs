@@ -457,7 +457,7 @@ pub(crate) struct Captured {
 }
 
 impl Captured {
-    fn push(&mut self, data: &[u8], cap: usize) {
+    pub(crate) fn push(&mut self, data: &[u8], cap: usize) {
         self.total += data.len() as u64;
         self.tail.extend_from_slice(data);
         // Trim in batches (at twice the cap) so each byte is moved O(1) times on average.
@@ -467,7 +467,7 @@ impl Captured {
         }
     }
 
-    fn finish(&mut self, cap: usize) {
+    pub(crate) fn finish(&mut self, cap: usize) {
         if self.tail.len() > cap {
             let excess = self.tail.len() - cap;
             self.tail.drain(..excess);

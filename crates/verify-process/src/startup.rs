@@ -127,7 +127,7 @@ impl Plan {
 impl StartupVerifier {
     pub fn new(name: impl Into<String>, options: StartupOptions) -> Self {
         let env = inherited_env(&options.pass_env);
-        let zygote = ZygotePool::new(options.python.clone().into(), env.clone());
+        let zygote = ZygotePool::new(options.python.clone().into(), env.clone(), &options.limits);
         Self {
             name: name.into(),
             options: Arc::new(options),
@@ -194,13 +194,6 @@ impl StartupVerifier {
             entrypoint: self.options.entrypoint.clone(),
             root: text(&plan.root)?,
             path: plan.path.iter().map(|p| text(p)).collect::<Option<_>>()?,
-            limits: self
-                .options
-                .limits
-                .rlimits()
-                .into_iter()
-                .map(|(name, _, value)| (name, value))
-                .collect(),
             output_cap: self.options.limits.output_cap_bytes,
         })
     }

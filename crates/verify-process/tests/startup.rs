@@ -379,6 +379,79 @@ async fn dropping_the_verifier_kills_the_zygote() {
     .await;
 }
 
+/// A warm verifier whose zygote is running (after one check), and the zygote's pid.
+async fn started_warm_verifier() -> (StartupVerifier, i32) {
+    let verifier = verifier(true, TIMEOUT);
+    let warm_up = Setup::fixture("good_agent.py");
+    assert!(verifier.verify(&warm_up.req).await.passed);
+    let zygote = verifier.zygote_pid().expect("zygote running");
+    (verifier, zygote)
+}
+
+/// Checks an agent that records its parent process, asserting that it passed and ran in a
+/// child of `zygote` (warm, not cold).
+async fn assert_passes_warm(verifier: &StartupVerifier, zygote: i32, label: &str) {
+    let setup = Setup::new(
+        "import os\nwith open('parent', 'w') as f:\n    f.write(str(os.getppid()))\n\
+         def process_event(e):\n    return e\n",
+    );
+    assert_eq!(
+        verifier.verify(&setup.req).await,
+        Verdict::pass(),
+        "{label}"
+    );
+    let parent = std::fs::read_to_string(setup.root().join("parent")).unwrap();
+    assert_eq!(parent, zygote.to_string(), "{label} ran cold");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_checker_and_its_group_are_killed_as_soon_as_it_reports() {
+    // The checker would linger for a second after its report, and its grandchild sleeps for
+    // a minute: both must be gone right after the verdict, not after the linger.
+    let code = "import os, time\n\
+                with open('.pids', 'a') as f:\n    f.write('%d\\n' % os.getpid())\n\
+                if os.fork() == 0:\n\
+                \x20   with open('.pids', 'a') as f:\n        f.write('%d\\n' % os.getpid())\n\
+                \x20   time.sleep(60)\n    os._exit(0)\n\
+                time.sleep(0.1)\n\
+                def process_event(e):\n    return e\n";
+    let (verifier, _zygote) = started_warm_verifier().await;
+    let setup = Setup::new(code);
+    assert_eq!(verifier.verify(&setup.req).await, Verdict::pass());
+    let recorded = std::fs::read_to_string(setup.root().join(".pids")).unwrap();
+    assert_eq!(recorded.lines().count(), 2, "{recorded:?}");
+    setup.assert_no_survivors_within(Duration::from_millis(300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spare_that_died_while_waiting_is_replaced_and_the_check_stays_warm() {
+    let (verifier, zygote) = started_warm_verifier().await;
+    for round in 0..3 {
+        wait_until("a spare child exists", || !children_of(zygote).is_empty()).await;
+        for spare in children_of(zygote) {
+            unsafe { libc::kill(spare, libc::SIGKILL) };
+        }
+        // Right away (its death may not have been reported yet), and once more later.
+        if round == 2 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_passes_warm(&verifier, zygote, &format!("round {round}")).await;
+        assert_eq!(verifier.zygote_pid(), Some(zygote));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_checks_stay_warm_and_leave_one_spare() {
+    // Checks arriving faster than a spare prepares get fresh children; none is left over.
+    let (verifier, zygote) = started_warm_verifier().await;
+    for i in 0..6 {
+        assert_passes_warm(&verifier, zygote, &format!("check {i}")).await;
+    }
+    wait_until("only the spare is left", || children_of(zygote).len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(children_of(zygote).len(), 1, "{:?}", children_of(zygote));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_warm_checks_get_their_own_verdicts() {
     let verifier = verifier(true, TIMEOUT);

@@ -1,24 +1,29 @@
 # bluegreen zygote: a pre-started interpreter that forks one fresh child per startup check.
-# Protocol (one JSON object per line): requests on fd 3, responses on fd 4.
-#   -> {"id": N, "staged": ..., "module": ..., "entrypoint": ...|null, "root": ...,
-#       "path": [...], "limits": [[resource, value], ...], "output_cap": N}
-#   -> {"cancel": N}
-#   <- {"ready": true, "pid": P}                      once, at start
-#   <- {"id": N, "pid": P}                            right after the fork
-#   <- {"id": N, "exit": E, "report": "...", "stdout": "...", "stderr": "...",
-#       "stdout_total": N, "stderr_total": N}         as soon as the child's report is whole
-#                                                     (its group is killed first; E is 0, the
-#                                                     status it exits with next), or else
-#                                                     when the child and its group are gone
+#
+# It only forks and reaps; it never sees a check's request, output or report. Protocol: one
+# JSON object per datagram on a SOCK_SEQPACKET socket at fd 3.
+#   -> {"fork": T, "prefault": B} with four descriptors attached (SCM_RIGHTS): the child's
+#      ends of its request, stdout, stderr and report pipes, made by bluegreen, which keeps
+#      the others. B: prepare while waiting (a spare), or not (a check is waiting for it).
+#   <- {"ready": true, "pid": P}                    once, at start
+#   <- {"forked": T, "pid": P}                      the child is running (its setup follows)
+#   <- {"exit": P, "status": E}                     child P was reaped and its group killed
 # E is os.waitstatus_to_exitcode (negative = killed by that signal). End of input on fd 3
-# means shut down: every running check group is killed first.
-# To keep the fork off the critical path the zygote keeps one *spare* child forked ahead of
-# time, already in its own session with its stdio pipes in place, blocked reading its request;
-# a request goes to the spare and the next spare is forked once a check has finished.
+# means shut down: every child's group is killed first.
+#
+# A child is forked ahead of the check it serves (a *spare*): it moves to its own session,
+# puts its pipes in place, rehearses the check on a throwaway module, writes a newline to
+# its report pipe (ready), then blocks reading its request, which bluegreen writes straight
+# into the request pipe. Its
+# report goes straight back to bluegreen, which kills its group as soon as the report is
+# whole. Keeping this process out of a check's path saves two process wake-ups per check.
+import array
 import gc
 import resource
+import select
 import selectors
 import signal
+import socket
 
 import inspect  # noqa: F401  (pre-imported: entrypoint checks use it)
 import re  # noqa: F401
@@ -31,15 +36,12 @@ def _bg_exitcode(status):
     return os.WEXITSTATUS(status)
 
 
-_BG_CTL_IN = 3
-_BG_CTL_OUT = 4
-_BG_REPORT_CAP = 65536
-
-
-def _bg_send(message):
-    data = (json.dumps(message) + "\n").encode("utf-8", "replace")
-    while data:
-        data = data[os.write(_BG_CTL_OUT, data):]
+_BG_CTL = 3
+_BG_PIPES_PER_CHILD = 4
+# How long a child that has reported waits to be killed by bluegreen before it exits.
+_BG_LINGER = 1.0
+# The resource limits of every check, [[name, value], ...] (argv[1], set by bluegreen).
+_BG_LIMITS = json.loads(sys.argv[1])
 
 
 _BG_WARM_UP_SOURCE = "def f(e):\n    return [x * 2 for x in e if x] + list(range(10))\n" * 40
@@ -49,42 +51,63 @@ def _bg_warm_target(event):
     return event
 
 
-def _bg_prefault():
+def _bg_warm_compile():
+    compile(_BG_WARM_UP_SOURCE, "<bluegreen-warm-up>", "exec")
+
+
+def _bg_warm_signature():
+    inspect.signature(_bg_warm_target).bind(object())
+
+
+def _bg_grow_heap():
+    # glibc keeps what this frees: the check's compile finds the pages faulted in.
+    compile(_BG_WARM_UP_SOURCE * 6, "<bluegreen-warm-up>", "exec")
+
+
+def _bg_prefault(request_waiting):
     # Runs in the spare while it waits for a request: takes most of the copy-on-write page
     # faults a check causes (GC headers, allocator arenas, the import and signature code
     # paths) before the clock starts. None of it leaves state the candidate could observe.
-    gc.collect()
-    compile(_BG_WARM_UP_SOURCE, "<bluegreen-warm-up>", "exec")
-    inspect.signature(_bg_warm_target).bind(object())
-    importlib.util.module_from_spec(importlib.util.spec_from_loader("_bg_warm_up", loader=None))
+    # It takes 10-20 ms; a spare whose request is already there skips what is left.
+    steps = [gc.collect, _bg_warm_compile, _bg_warm_signature, _bg_rehearse]
     if _BG_KEEPING_ALLOCATOR:
-        # glibc keeps what this frees: the check's compile finds the pages faulted in.
-        compile(_BG_WARM_UP_SOURCE * 6, "<bluegreen-warm-up>", "exec")
+        steps.append(_bg_grow_heap)
+    for step in steps:
+        if request_waiting():
+            return
+        step()
 
 
-def _bg_child(out_w, err_w, rep_w, req_r, base_path):
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    os.setsid()  # own session and process group: the whole group is killed afterwards
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.dup2(out_w, 1)
-    os.dup2(err_w, 2)
-    os.dup2(rep_w, 3)
-    os.dup2(req_r, 4)
-    os.closerange(5, 1 << 16)
-    _bg_prefault()
-    chunks = []
-    while True:
-        chunk = os.read(4, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(4)
-    if not chunks:
-        os._exit(0)  # a spare that was not needed (the zygote shut down)
-    request = json.loads(b"".join(chunks))
-    for name, value in request["limits"]:
+_BG_REHEARSAL_MODULE = "_bg_rehearsal"
+_BG_REHEARSAL_SOURCE = (_BG_WARM_UP_SOURCE + "def process_event(event):\n    return event\n").encode()
+
+
+def _bg_rehearse():
+    # A dress rehearsal of the check on a throwaway module held in a memfd: decoding the
+    # request, the loader's stat, bytecode-cache probe, read and exec, the entrypoint check
+    # and encoding the report all run once here, so the check proper finds their code and
+    # data already copied into this process (about 0.25 ms of a warm check). Everything it
+    # creates is removed again.
+    try:
+        fd = os.memfd_create("bluegreen-rehearsal")
+    except (AttributeError, OSError):
+        return  # no memfd (not Linux): the check just starts colder
+    argv = list(sys.argv)
+    try:
+        os.write(fd, _BG_REHEARSAL_SOURCE)
+        path = "/proc/self/fd/%d" % fd
+        request = json.loads(_bg_dumps({"staged": path, "root": "/", "path": []}))
+        report = _bg_run_check(request["staged"], _BG_REHEARSAL_MODULE, "process_event")
+        _bg_dumps(report).encode("utf-8", "replace")
+    finally:
+        sys.argv[:] = argv
+        sys.modules.pop(_BG_REHEARSAL_MODULE, None)
+        os.close(fd)
+    gc.collect()  # the module's functions and globals form cycles
+
+
+def _bg_apply_limits(limits):
+    for name, value in limits:
         kind = getattr(resource, name)
         _soft, hard = resource.getrlimit(kind)
         if hard != resource.RLIM_INFINITY:
@@ -95,6 +118,37 @@ def _bg_child(out_w, err_w, rep_w, req_r, base_path):
         else:
             hard = value
         resource.setrlimit(kind, (soft, hard))
+
+
+def _bg_child(out_w, err_w, rep_w, req_r, base_path, prefault):
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    os.setsid()  # own session and process group: the whole group is killed afterwards
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    os.dup2(rep_w, 3)
+    os.dup2(req_r, 4)
+    os.closerange(5, 1 << 16)
+    if prefault:
+        _bg_prefault(lambda: bool(select.select([4], [], [], 0)[0]))
+    # The limits are the same for every check of this zygote: applied while waiting. (Like
+    # a cold check's interpreter start-up, the spare's preparation counts as CPU time.)
+    _bg_apply_limits(_BG_LIMITS)
+    # Ready: a newline (JSON whitespace, so the report still parses) tells bluegreen that
+    # this spare has done its preparation and will start at once.
+    os.write(3, b"\n")
+    # One line of JSON. Bluegreen keeps its end open: if this process dies before reading
+    # the request, the unread bytes tell that no agent code ran.
+    received = b""
+    while not received.endswith(b"\n"):
+        chunk = os.read(4, 65536)
+        if not chunk:
+            os._exit(0)  # a spare that was not needed (bluegreen closed the request pipe)
+        received += chunk
+    os.close(4)
+    request = json.loads(received)
     os.chdir(request["root"])
     # The zygote never imported from these directories, so no finder cache is stale.
     sys.path[:] = list(request["path"]) + base_path
@@ -104,7 +158,7 @@ def _bg_child(out_w, err_w, rep_w, req_r, base_path):
         report = _bg_run_check(request["staged"], request["module"], request["entrypoint"] or "")
     except BaseException as exc:
         report = _bg_exception_report(exc, "")
-    _bg_finish(report_fd, report, checker_pid)
+    _bg_finish(report_fd, report, checker_pid, linger=_BG_LINGER)
 
 
 # The allocator settings bluegreen started the zygote with (zygote.rs, ZYGOTE_ALLOCATOR) are
@@ -115,90 +169,54 @@ for _bg_name in ("PYTHONMALLOC", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOL
         os.environ.pop(_bg_name, None)
 
 
+def _bg_receive(ctl):
+    # One datagram and the descriptors that came with it; (None, []) at end of input.
+    fds = array.array("i")
+    data, ancillary, _flags, _addr = ctl.recvmsg(
+        65536, socket.CMSG_SPACE(_BG_PIPES_PER_CHILD * fds.itemsize)
+    )
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    return json.loads(data), list(fds)
+
+
 def _bg_zygote_main():
     os.chdir("/")  # started in a root only so a launcher picks the interpreter from there
     base_path = list(sys.path)
+    ctl = socket.socket(fileno=_BG_CTL)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
     selector = selectors.DefaultSelector()
-    selector.register(_BG_CTL_IN, selectors.EVENT_READ, "ctl")
+    selector.register(ctl, selectors.EVENT_READ, "ctl")
     selector.register(wake_r, selectors.EVENT_READ, "wake")
-    checks = {}
-    by_pid = {}
-    spare = []  # at most one pre-forked child
-    pending = bytearray()
+    children = set()
 
-    def answer(check, exit_code):
-        check["answered"] = True
-        if not check["cancelled"]:
-            send_result(check, exit_code)
-        # The next spare is forked now that a check is over, off its critical path.
-        if not spare:
-            spare.append(fork_spare())
+    def send(message):
+        ctl.send(json.dumps(message).encode("utf-8", "replace"))
 
-    def send_result(check, exit_code):
-        bufs = check["bufs"]
-        _bg_send(
-            {
-                "id": check["id"],
-                "exit": exit_code,
-                "report": bytes(bufs["report"]).decode("utf-8", "replace"),
-                "stdout": bytes(bufs["stdout"]).decode("utf-8", "replace"),
-                "stderr": bytes(bufs["stderr"]).decode("utf-8", "replace"),
-                "stdout_total": check["totals"]["stdout"],
-                "stderr_total": check["totals"]["stderr"],
-            }
-        )
-
-    def finish_if_done(check):
-        if check["status"] is None or check["fds"]:
-            return
-        checks.pop(check["id"], None)
-        if not check["answered"]:
-            answer(check, _bg_exitcode(check["status"]))
-
-    def read_into(check, fd):
-        # One read from a check's pipe: "data", "empty" (nothing now) or "eof" (closed).
-        stream = check["fds"][fd]
-        try:
-            data = os.read(fd, 65536)
-        except BlockingIOError:
-            return "empty"
-        if not data:
-            selector.unregister(fd)
+    def fork(token, prefault, fds):
+        if len(fds) != _BG_PIPES_PER_CHILD:
+            raise ValueError("a fork request needs %d descriptors" % _BG_PIPES_PER_CHILD)
+        req_r, out_w, err_w, rep_w = fds
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ctl.detach()  # fd 3 becomes the report pipe; this object must not close it
+                _bg_child(out_w, err_w, rep_w, req_r, base_path, prefault)
+            finally:
+                os._exit(70)
+        for fd in fds:
             os.close(fd)
-            del check["fds"][fd]
-            return "eof"
-        cap = _BG_REPORT_CAP if stream == "report" else check["cap"]
-        buf = check["bufs"][stream]
-        buf.extend(data)
-        if len(buf) > cap:
-            del buf[: len(buf) - cap]  # keep the tail: tracebacks end there
-        check["totals"][stream] += len(data)
-        return "data"
-
-    def answer_on_report(check):
-        # The checker writes its report as its last act before os._exit(0), after flushing
-        # its output. Once the report is whole, the verdict is known: kill the group now and
-        # answer, instead of waiting for the checker's address space to be torn down (about
-        # a millisecond). Its reaping and the rest of its pipes are handled as before.
-        try:
-            json.loads(bytes(check["bufs"]["report"]))
-        except ValueError:
-            return
-        try:
-            os.killpg(check["pid"], signal.SIGKILL)
-        except OSError:
-            pass
-        # Everything the checker printed is in its pipes already (it flushed first).
-        for fd, stream in list(check["fds"].items()):
-            if stream != "report":
-                while read_into(check, fd) == "data":
-                    pass
-        answer(check, 0)
+        children.add(pid)
+        send({"forked": token, "pid": pid})
 
     def reap():
         while True:
@@ -208,76 +226,17 @@ def _bg_zygote_main():
                 return
             if pid == 0:
                 return
-            if spare and spare[0]["pid"] == pid:  # the spare died: the next check forks one
-                for fd in list(spare[0]["fds"]) + [spare[0]["req_w"]]:
-                    os.close(fd)
-                spare.clear()
-                continue
-            check = by_pid.pop(pid, None)
-            if check is not None:
-                check["status"] = status
-                try:
-                    os.killpg(pid, signal.SIGKILL)  # grandchildren left in its group
-                except OSError:
-                    pass
-                finish_if_done(check)
-
-    def fork_spare():
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        rep_r, rep_w = os.pipe()
-        req_r, req_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
             try:
-                _bg_child(out_w, err_w, rep_w, req_r, base_path)
-            finally:
-                os._exit(70)
-        for fd in (out_w, err_w, rep_w, req_r):
-            os.close(fd)
-        return {
-            "pid": pid,
-            "req_w": req_w,
-            "fds": {out_r: "stdout", err_r: "stderr", rep_r: "report"},
-        }
-
-    def start(request, raw):
-        child = spare.pop() if spare else fork_spare()
-        pid = child["pid"]
-        # Hand the request over first: the child starts while the bookkeeping below runs.
-        # (Whatever it writes or however it ends meanwhile waits in its pipes and for reap(),
-        # which runs only after this returns.)
-        data = raw
-        try:
-            while data:
-                data = data[os.write(child["req_w"], data):]
-        except OSError:
-            pass  # the child died; reap() reports it
-        os.close(child["req_w"])
-        check = {
-            "id": request["id"],
-            "pid": pid,
-            "cap": int(request.get("output_cap", 65536)),
-            "fds": child["fds"],
-            "bufs": {"stdout": bytearray(), "stderr": bytearray(), "report": bytearray()},
-            "totals": {"stdout": 0, "stderr": 0, "report": 0},
-            "status": None,
-            "cancelled": False,
-            "answered": False,
-        }
-        for fd in check["fds"]:
-            os.set_blocking(fd, False)
-            selector.register(fd, selectors.EVENT_READ, check)
-        checks[request["id"]] = check
-        by_pid[pid] = check
-        _bg_send({"id": request["id"], "pid": pid})
+                os.killpg(pid, signal.SIGKILL)  # whatever it left in its group
+            except OSError:
+                pass
+            children.discard(pid)
+            send({"exit": pid, "status": _bg_exitcode(status)})
 
     def shutdown():
-        for child in spare:
-            os.close(child["req_w"])
-        for check in list(checks.values()):
+        for pid in children:
             try:
-                os.killpg(check["pid"], signal.SIGKILL)
+                os.killpg(pid, signal.SIGKILL)
             except OSError:
                 pass
         while True:
@@ -287,52 +246,24 @@ def _bg_zygote_main():
                 break
         os._exit(0)
 
-    def handle(message, raw):
-        if "cancel" in message:
-            check = checks.get(message["cancel"])
-            if check is not None:
-                check["cancelled"] = True
-                try:
-                    os.killpg(check["pid"], signal.SIGKILL)
-                except OSError:
-                    pass
-        else:
-            start(message, raw)
-
     # Everything the zygote owns now lives as long as it does: keep the collector of every
     # child away from it (fewer pages to copy on write).
     gc.collect()
     gc.freeze()
-    spare.append(fork_spare())
-    _bg_send({"ready": True, "pid": os.getpid()})
+    send({"ready": True, "pid": os.getpid()})
     while True:
         for key, _events in selector.select():
             if key.data == "ctl":
-                data = os.read(_BG_CTL_IN, 65536)
-                if not data:
+                message, fds = _bg_receive(ctl)
+                if message is None:
                     shutdown()
-                pending.extend(data)
-                while b"\n" in pending:
-                    line, _, rest = bytes(pending).partition(b"\n")
-                    pending[:] = rest
-                    if line.strip():
-                        handle(json.loads(line), line)
-            elif key.data == "wake":
+                fork(message["fork"], message.get("prefault", True), fds)
+            else:
                 try:
                     while os.read(wake_r, 4096):
                         pass
                 except BlockingIOError:
                     pass
-                reap()
-            else:
-                check = key.data
-                if key.fd not in check["fds"]:
-                    continue  # closed earlier in this round
-                stream = check["fds"][key.fd]
-                if read_into(check, key.fd) == "eof":
-                    finish_if_done(check)
-                elif stream == "report" and not check["answered"]:
-                    answer_on_report(check)
         reap()
 
 
