@@ -7,22 +7,12 @@ use std::time::{Duration, Instant};
 
 use bluegreen_core::{Verdict, Verifier};
 use bluegreen_verify_process::{StartupOptions, StartupVerifier};
-use common::Setup;
+use common::{
+    assert_passes_warm, children_of, pid_exists, started_warm_verifier, verifier, wait_until,
+    Setup, TIMEOUT,
+};
 
-const TIMEOUT: Duration = Duration::from_secs(10);
 const LOOP_TIMEOUT: Duration = Duration::from_secs(2);
-
-fn verifier(warm: bool, timeout: Duration) -> StartupVerifier {
-    StartupVerifier::new(
-        "startup",
-        StartupOptions {
-            entrypoint: Some("process_event".into()),
-            timeout,
-            warm,
-            ..StartupOptions::default()
-        },
-    )
-}
 
 /// Checks `fixture` in both modes, asserting the time bound, that nothing survives and that
 /// both modes agree; returns the verdict (snapshotted by the caller).
@@ -285,34 +275,6 @@ async fn a_missing_interpreter_fails_with_a_clear_message() {
     }
 }
 
-fn children_of(parent: i32) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<i32>().ok());
-            ppid == Some(parent)
-        })
-        .collect()
-}
-
-fn pid_exists(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_zygote_falls_back_to_cold_and_restarts() {
     let verifier = verifier(true, TIMEOUT);
@@ -377,31 +339,6 @@ async fn dropping_the_verifier_kills_the_zygote() {
         children.iter().all(|c| !pid_exists(*c))
     })
     .await;
-}
-
-/// A warm verifier whose zygote is running (after one check), and the zygote's pid.
-async fn started_warm_verifier() -> (StartupVerifier, i32) {
-    let verifier = verifier(true, TIMEOUT);
-    let warm_up = Setup::fixture("good_agent.py");
-    assert!(verifier.verify(&warm_up.req).await.passed);
-    let zygote = verifier.zygote_pid().expect("zygote running");
-    (verifier, zygote)
-}
-
-/// Checks an agent that records its parent process, asserting that it passed and ran in a
-/// child of `zygote` (warm, not cold).
-async fn assert_passes_warm(verifier: &StartupVerifier, zygote: i32, label: &str) {
-    let setup = Setup::new(
-        "import os\nwith open('parent', 'w') as f:\n    f.write(str(os.getppid()))\n\
-         def process_event(e):\n    return e\n",
-    );
-    assert_eq!(
-        verifier.verify(&setup.req).await,
-        Verdict::pass(),
-        "{label}"
-    );
-    let parent = std::fs::read_to_string(setup.root().join("parent")).unwrap();
-    assert_eq!(parent, zygote.to_string(), "{label} ran cold");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bluegreen_core::{AgentId, DeploymentId, VerifyRequest};
+use bluegreen_core::{AgentId, DeploymentId, Verdict, Verifier, VerifyRequest};
+use bluegreen_verify_process::{StartupOptions, StartupVerifier};
+
+/// The default startup-check timeout of these tests.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn fixture(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -145,4 +149,73 @@ pub fn assert_none_with(marker: &str) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A `python-startup` verifier checking the `process_event` entrypoint.
+pub fn verifier(warm: bool, timeout: Duration) -> StartupVerifier {
+    StartupVerifier::new(
+        "startup",
+        StartupOptions {
+            entrypoint: Some("process_event".into()),
+            timeout,
+            warm,
+            ..StartupOptions::default()
+        },
+    )
+}
+
+/// The pids whose parent is `parent` (zombies included).
+pub fn children_of(parent: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            ppid == Some(parent)
+        })
+        .collect()
+}
+
+/// Whether `pid` is in the process table (a zombie counts).
+pub fn pid_exists(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Polls `condition` every 10 ms; fails the test after 5 s.
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A warm verifier whose zygote is running (after one check), and the zygote's pid.
+pub async fn started_warm_verifier() -> (StartupVerifier, i32) {
+    let verifier = verifier(true, TIMEOUT);
+    let warm_up = Setup::fixture("good_agent.py");
+    assert!(verifier.verify(&warm_up.req).await.passed);
+    let zygote = verifier.zygote_pid().expect("zygote running");
+    (verifier, zygote)
+}
+
+/// Checks an agent that records its parent process, asserting that it passed and ran in a
+/// child of `zygote` (warm, not cold).
+pub async fn assert_passes_warm(verifier: &StartupVerifier, zygote: i32, label: &str) {
+    let setup = Setup::new(
+        "import os\nwith open('parent', 'w') as f:\n    f.write(str(os.getppid()))\n\
+         def process_event(e):\n    return e\n",
+    );
+    assert_eq!(
+        verifier.verify(&setup.req).await,
+        Verdict::pass(),
+        "{label}"
+    );
+    let parent = std::fs::read_to_string(setup.root().join("parent")).unwrap();
+    assert_eq!(parent, zygote.to_string(), "{label} ran cold");
 }
