@@ -37,6 +37,10 @@ use tokio::io::AsyncReadExt;
 
 use crate::limits::Limits;
 
+/// Most of a check's report that is kept (a real one is a few KiB): a check that writes more
+/// into its report channel is not read further, and blocks until its timeout.
+pub(crate) const REPORT_CAP: usize = 1 << 20;
+
 /// Most extra descriptors a check can be given (the zygote needs two).
 const MAX_EXTRA_FDS: usize = 4;
 const MAX_RLIMITS: usize = 8;
@@ -623,7 +627,7 @@ fn read_available(fd: OwnedFd) -> Vec<u8> {
     let mut file = std::fs::File::from(fd);
     let mut out = Vec::new();
     let mut buf = [0u8; 16 * 1024];
-    while out.len() < 1 << 20 {
+    while out.len() < REPORT_CAP {
         match file.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => out.extend_from_slice(&buf[..n]),

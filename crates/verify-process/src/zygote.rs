@@ -531,6 +531,9 @@ impl Zygote {
                     Ok(0) | Err(_) => report_open = false,
                     Ok(n) => {
                         output.report.extend_from_slice(&report_buf[..n]);
+                        // Like a cold check's: a flood is not read further (the check then
+                        // blocks until its timeout, as it would cold).
+                        report_open = output.report.len() < runner::REPORT_CAP;
                         if is_whole_report(&output.report) {
                             // The report is the checker's last act before _exit(0), after
                             // it flushed its output: the verdict is known, and everything
@@ -557,7 +560,9 @@ impl Zygote {
                         running.reaped = true;
                         let rest = async {
                             if report_open {
-                                let _ = report.read_to_end(&mut output.report).await;
+                                let left = runner::REPORT_CAP.saturating_sub(output.report.len());
+                                let mut rest = (&mut report).take(left as u64);
+                                let _ = rest.read_to_end(&mut output.report).await;
                             }
                             if out_open {
                                 read_capped(&mut out, &mut output.stdout, cap).await;
@@ -633,9 +638,11 @@ fn timed_out() -> RunOutput {
     }
 }
 
-/// Whether the report is one whole JSON value (the checker writes exactly one).
+/// Whether the report is one whole JSON object (leading whitespace is the spare's "prepared").
 fn is_whole_report(report: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(report).is_ok()
+    // The checker writes one JSON object: only a buffer ending in `}` is worth parsing.
+    report.trim_ascii_end().ends_with(b"}")
+        && serde_json::from_slice::<serde::de::IgnoredAny>(report).is_ok()
 }
 
 /// How many bytes wait unread in a pipe (`FIONREAD`, which either end answers).

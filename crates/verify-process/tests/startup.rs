@@ -455,6 +455,31 @@ async fn a_forked_copy_that_finishes_the_import_does_not_confuse_the_report() {
 }
 
 #[tokio::test]
+async fn a_flood_on_the_report_channel_fails_alike_in_both_modes() {
+    // The agent finds bluegreen's private report pipe and writes 4 MiB into it: memory stays
+    // bounded and both modes give the same verdict (the write blocks until the timeout).
+    let code = "import os, stat\n\
+                for fd in range(3, 64):\n\
+                \x20   try:\n\
+                \x20       if stat.S_ISFIFO(os.fstat(fd).st_mode):\n\
+                \x20           os.write(fd, b'x' * (4 << 20))\n\
+                \x20   except OSError:\n\
+                \x20       pass\n\
+                def process_event(e):\n    return e\n";
+    let mut verdicts = Vec::new();
+    for warm in [false, true] {
+        let setup = Setup::new(code);
+        let started = Instant::now();
+        let verdict = verifier(warm, LOOP_TIMEOUT).verify(&setup.req).await;
+        assert!(started.elapsed() < LOOP_TIMEOUT + Duration::from_secs(1));
+        assert!(!verdict.passed, "warm={warm}: {verdict:?}");
+        setup.assert_no_survivors();
+        verdicts.push(verdict);
+    }
+    assert_eq!(verdicts[0], verdicts[1]);
+}
+
+#[tokio::test]
 async fn keyboard_interrupt_and_os_exit_at_import_fail() {
     let cases = [
         ("raise KeyboardInterrupt\n", "KeyboardInterrupt"),
