@@ -479,8 +479,8 @@ impl Captured {
     }
 }
 
-/// What a supervised run produced.
-#[derive(Debug, Clone)]
+/// What a supervised run produced; the default is a run that timed out.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct RunOutput {
     /// `None` when the run timed out (and was killed).
     pub exit: Option<Exit>,

@@ -469,7 +469,7 @@ impl Zygote {
             let claimed = match tokio::time::timeout_at(deadline, self.claim()).await {
                 Ok(Some(claimed)) => claimed,
                 Ok(None) => return None,
-                Err(_) => return Some(timed_out()),
+                Err(_) => return Some(RunOutput::default()), // timed out
             };
             let ran = self
                 .run(claimed, message.as_bytes(), deadline, request.output_cap)
@@ -514,12 +514,7 @@ impl Zygote {
         ) else {
             return Ran::ZygoteGone;
         };
-        let mut output = RunOutput {
-            exit: None,
-            stdout: Captured::default(),
-            stderr: Captured::default(),
-            report: Vec::new(),
-        };
+        let mut output = RunOutput::default();
         let (mut report_open, mut out_open, mut err_open) = (true, true, true);
         let mut report_buf = [0u8; 16 * 1024];
         let mut out_buf = vec![0u8; 64 * 1024];
@@ -580,7 +575,7 @@ impl Zygote {
                     }
                     Err(_) => return Ran::ZygoteGone,
                 },
-                () = tokio::time::sleep_until(deadline) => return Ran::Finished(timed_out()),
+                () = tokio::time::sleep_until(deadline) => return Ran::Finished(RunOutput::default()),
             }
         };
         output.exit = Some(Exit::from_exitcode(status));
@@ -627,15 +622,6 @@ impl Drop for Running<'_> {
 fn kill_group(pid: i32) {
     // SAFETY: signalling the process group of a child the zygote forked for a check.
     unsafe { libc::kill(-pid, libc::SIGKILL) };
-}
-
-fn timed_out() -> RunOutput {
-    RunOutput {
-        exit: None,
-        stdout: Captured::default(),
-        stderr: Captured::default(),
-        report: Vec::new(),
-    }
 }
 
 /// Whether the report is one whole JSON object (leading whitespace is the spare's "prepared").
