@@ -69,7 +69,7 @@ const ZYGOTE_SOURCE: &str = concat!(
 /// The zygote's allocator: glibc's, told to keep what it frees (no trimming, no per-block
 /// mmap). The spare child grows its heap while it waits (`_bg_prefault`), so the check's
 /// compile reuses pages already faulted in instead of faulting fresh ones — measured at
-/// 0.3–0.7 ms of a ~6 ms warm check here. `zygote.py` removes these variables from
+/// 0.3–0.7 ms of what was then a ~6 ms warm check. `zygote.py` removes these variables from
 /// `os.environ` at start, so neither the agent nor anything it runs sees them. Not used when
 /// the configured environment sets `PYTHONMALLOC` itself.
 const ZYGOTE_ALLOCATOR: [(&str, &str); 4] = [
