@@ -211,14 +211,19 @@ struct Children {
 }
 
 impl Children {
+    /// Registers `spare` as running a check, so its exit status reaches that check.
+    fn claim(&mut self, spare: Spare) -> Claimed {
+        let (exit_tx, exit) = oneshot::channel();
+        self.running.insert(spare.pid, exit_tx);
+        Claimed { spare, exit }
+    }
+
     /// Hands a freshly forked child to the check that claimed it, or keeps it as the spare.
     fn deliver(&mut self, spare: Spare, claimed_by: Option<oneshot::Sender<Claimed>>) {
         let spare = match claimed_by {
             Some(check) => {
                 let pid = spare.pid;
-                let (exit_tx, exit) = oneshot::channel();
-                self.running.insert(pid, exit_tx);
-                match check.send(Claimed { spare, exit }) {
+                match check.send(self.claim(spare)) {
                     Ok(()) => return,
                     // The check gave up waiting (timeout, cancellation).
                     Err(claimed) => {
@@ -416,11 +421,7 @@ impl Zygote {
                 return None;
             }
             match children.ready.take() {
-                Some(spare) if spare.is_prepared() => {
-                    let (exit_tx, exit) = oneshot::channel();
-                    children.running.insert(spare.pid, exit_tx);
-                    return Some(Claimed { spare, exit });
-                }
+                Some(spare) if spare.is_prepared() => return Some(children.claim(spare)),
                 // Still preparing (checks arrive faster than that): a fresh child that skips
                 // the preparation starts sooner; the spare stays for a later check.
                 Some(spare) => {
