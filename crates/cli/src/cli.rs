@@ -65,6 +65,17 @@ pub enum Command {
     /// Show every deployment of an agent, newest first
     #[command(after_help = "Example:\n  bluegreen history trading_agent_alpha")]
     History(HistoryArgs),
+    /// Print the exact bytes of a version (LIVE by default)
+    #[command(after_help = "Example:\n  \
+        bluegreen show trading_agent_alpha\n  \
+        bluegreen show trading_agent_alpha dep_0190f0a1b2c3d4e5f60718293a4b5c6d > old.py")]
+    Show(ShowArgs),
+    /// Unified diff between two versions (default: the previous version against LIVE)
+    #[command(after_help = "Example:\n  \
+        bluegreen diff trading_agent_alpha\n  \
+        bluegreen diff trading_agent_alpha dep_0190f0a1b2c3d4e5f60718293a4b5c6d\n\n\
+        Colored on a terminal; plain with NO_COLOR or when stdout is not a terminal.")]
+    Diff(DiffArgs),
     /// Run a verifier chain on any file, without deploying (for pre-commit hooks and CI)
     #[command(after_help = "Example:\n  \
         bluegreen verify agents/alpha.py\n  \
@@ -121,6 +132,22 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
     pub agent_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    pub agent_id: String,
+    /// The deployment to show [default: the LIVE one]
+    pub deployment_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    pub agent_id: String,
+    /// The old version [default: the one before TO]
+    pub from: Option<String>,
+    /// The new version [default: the LIVE one]
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Args)]

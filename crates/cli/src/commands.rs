@@ -14,19 +14,23 @@ use crate::cli::{Cli, Command, DeployArgs, GlobalArgs, RollbackArgs, ServeArgs, 
 use crate::render::{self, Verbosity};
 use crate::{build_service, exit, json, CliError, Config};
 
-/// What a command produced: its exit code, its JSON document and its human text.
-struct Output {
-    code: u8,
-    json: Value,
-    human: String,
+/// What a command produced: its exit code, its JSON document and its human text (or, for
+/// `show`, raw bytes written as they are). A `Null` document means the command printed its
+/// own output already (`watch`).
+pub(crate) struct Output {
+    pub(crate) code: u8,
+    pub(crate) json: Value,
+    pub(crate) human: String,
+    pub(crate) raw: Option<Vec<u8>>,
 }
 
 impl Output {
-    fn success(json: Value, human: String) -> Self {
+    pub(crate) fn success(json: Value, human: String) -> Self {
         Self {
             code: exit::SUCCESS,
             json,
             human,
+            raw: None,
         }
     }
 }
@@ -65,7 +69,11 @@ where
     match result {
         Ok(output) => {
             if cli.global.json {
-                print_json(&output.json);
+                if !output.json.is_null() {
+                    print_json(&output.json);
+                }
+            } else if let Some(raw) = &output.raw {
+                print_raw(raw);
             } else {
                 print_human(&output.human);
             }
@@ -115,6 +123,14 @@ fn print_json(value: &Value) {
     let _ = stdout.flush();
 }
 
+/// Bytes exactly as they are: not through `anstream`, which would strip escape sequences
+/// that are part of the code.
+pub(crate) fn print_raw(bytes: &[u8]) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(bytes);
+    let _ = stdout.flush();
+}
+
 fn print_human(text: &str) {
     let mut stdout = anstream::stdout();
     let _ = stdout.write_all(text.as_bytes());
@@ -151,6 +167,8 @@ fn agent_of(command: &Command) -> Option<&str> {
         Command::Rollback(a) => Some(&a.agent_id),
         Command::Status(a) => a.agent_id.as_deref(),
         Command::History(a) => Some(&a.agent_id),
+        Command::Show(a) => Some(&a.agent_id),
+        Command::Diff(a) => Some(&a.agent_id),
         Command::Verify(a) => a.agent.as_deref(),
         _ => None,
     }
@@ -188,6 +206,8 @@ async fn execute(cli: &Cli) -> Result<Output, CliError> {
             ))
         }
         Command::Verify(args) => verify(&service, &config, args, verbosity).await,
+        Command::Show(args) => crate::inspect::commands::show(&service, args),
+        Command::Diff(args) => crate::inspect::commands::diff(&service, args),
         Command::Recover => Ok(Output::success(
             json::recover(&recovery),
             render::recover(&recovery),
@@ -287,6 +307,7 @@ async fn deploy(
         code: code_exit,
         json: json::deploy(&report),
         human: render::deploy(&report, &code, verbosity),
+        raw: None,
     })
 }
 
@@ -357,6 +378,7 @@ async fn verify(
         },
         json: json::verify(report.passed, &report.outcomes),
         human: render::verify(&shown, report.passed, &report.outcomes, &source, verbosity),
+        raw: None,
     })
 }
 

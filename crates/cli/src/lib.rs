@@ -24,9 +24,10 @@
 //! ```
 
 pub mod cli;
-mod commands;
+pub(crate) mod commands;
 pub mod config;
 pub mod exit;
+pub mod inspect;
 pub mod json;
 pub mod render;
 pub mod serve;
@@ -51,6 +52,8 @@ pub enum CliError {
     Core(#[from] bluegreen_core::Error),
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Version(#[from] inspect::VersionError),
     #[error("{0}")]
     BadInput(String),
     #[error("{0}")]
@@ -61,6 +64,7 @@ impl CliError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             CliError::Core(e) => e.kind(),
+            CliError::Version(e) => e.kind(),
             CliError::Config(_) | CliError::BadInput(_) => ErrorKind::BadInput,
             CliError::Io(_) => ErrorKind::Io,
         }

@@ -10,6 +10,7 @@
 //!   running and runs recovery before returning, so no agent is left half-deployed.
 
 mod handlers;
+mod inspect;
 pub mod metrics;
 mod work;
 
@@ -228,6 +229,11 @@ pub fn router(state: AppState) -> Router {
             post(handlers::rollback),
         )
         .route("/api/v1/agents/{agent_id}/history", get(handlers::history))
+        .route(
+            "/api/v1/agents/{agent_id}/deployments/{deployment_id}/code",
+            get(inspect::code),
+        )
+        .route("/api/v1/agents/{agent_id}/diff", get(inspect::diff))
         .route("/metrics", get(handlers::metrics))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
