@@ -54,6 +54,7 @@
 pub mod error;
 pub mod fault;
 pub mod ids;
+pub mod import_name;
 pub mod memory;
 pub mod paths;
 pub mod report;
@@ -65,6 +66,7 @@ pub mod verify;
 pub use error::{Error, ErrorKind};
 pub use fault::FaultPoint;
 pub use ids::{AgentId, DeploymentId};
+pub use import_name::{import_name, ImportName};
 pub use memory::MemoryStore;
 pub use report::{DeployOutcome, DeployReport, RecoveryReport, RollbackReport, StageTiming};
 pub use service::{BlueGreenService, DeployRequest, Limits, ServiceBuilder};
