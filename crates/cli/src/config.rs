@@ -113,6 +113,9 @@ pub struct Config {
     pub limits: Limits,
     /// The interpreter of `python-startup` verifiers.
     pub python: String,
+    /// Import roots besides the root (`python_path`): directories relative to the root,
+    /// checked to exist inside it when the file was read for a root.
+    pub python_path: Vec<PathBuf>,
     /// Every verifier by name; always contains `syntax`.
     pub verifiers: BTreeMap<String, VerifierSpec>,
     pub default_chain: Vec<String>,
@@ -131,6 +134,7 @@ impl Default for Config {
             path: None,
             limits: Limits::default(),
             python: "python3".to_owned(),
+            python_path: Vec::new(),
             verifiers: BTreeMap::from([(SYNTAX.to_owned(), syntax)]),
             default_chain: vec![SYNTAX.to_owned()],
             health_chain: Vec::new(),
@@ -153,34 +157,40 @@ impl Config {
                     return Ok(Self::default());
                 }
                 // Named relative to the root in messages, like every other path.
-                return Self::load_named(&candidate, Path::new(FILE_NAME));
+                return Self::load_named(&candidate, Path::new(FILE_NAME), Some(root));
             }
         };
-        Self::load(&path)
+        Self::load_named(&path, &path, Some(root))
     }
 
-    /// Reads and validates one file.
+    /// Reads and validates one file (`python_path` entries are only checked lexically: no
+    /// root is known).
     pub fn load(path: &Path) -> Result<Self, LoadError> {
-        Self::load_named(path, path)
+        Self::load_named(path, path, None)
     }
 
-    fn load_named(path: &Path, shown: &Path) -> Result<Self, LoadError> {
+    fn load_named(path: &Path, shown: &Path, root: Option<&Path>) -> Result<Self, LoadError> {
         let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
             path: shown.to_path_buf(),
             source,
         })?;
-        let mut config = Self::parse(shown, &text)?;
+        let mut config = Self::parse_for(shown, &text, root)?;
         config.path = Some(path.to_path_buf());
         Ok(config)
     }
 
     /// Parses and validates config text (`path` is only used in error messages).
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        Self::parse_for(path, text, None)
+    }
+
+    /// Like [`Self::parse`]; with a root, `python_path` entries must also exist in it.
+    pub fn parse_for(path: &Path, text: &str, root: Option<&Path>) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
             ConfigError::at(path, text, span, e.message().trim().to_owned())
         })?;
-        Validator { path, text }.validate(raw)
+        Validator { path, text, root }.validate(raw)
     }
 
     /// The verifier names of an agent's chain.
@@ -214,6 +224,7 @@ struct RawConfig {
     lock_timeout: Option<Spanned<String>>,
     max_code_bytes: Option<Spanned<i64>>,
     python: Option<Spanned<String>>,
+    python_path: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     verifiers: BTreeMap<Spanned<String>, RawVerifier>,
     chains: Option<RawChains>,
@@ -255,6 +266,7 @@ struct RawAgent {
 struct Validator<'a> {
     path: &'a Path,
     text: &'a str,
+    root: Option<&'a Path>,
 }
 
 impl Validator<'_> {
@@ -308,6 +320,9 @@ impl Validator<'_> {
             }
             config.python = v.get_ref().clone();
         }
+        for entry in raw.python_path.iter().flatten() {
+            config.python_path.push(self.import_root(entry)?);
+        }
 
         for (name, verifier) in raw.verifiers {
             let spec = self.verifier(&name, verifier)?;
@@ -346,6 +361,44 @@ impl Validator<'_> {
             config.agents.insert(agent_id, AgentConfig { file, chain });
         }
         Ok(config)
+    }
+
+    /// One `python_path` entry: a relative directory inside the root (checked against the
+    /// root when one is known), returned relative to the root with symlinks resolved.
+    fn import_root(&self, entry: &Spanned<String>) -> Result<PathBuf, ConfigError> {
+        use std::path::Component;
+        let text = entry.get_ref();
+        let path = Path::new(text);
+        let err =
+            |what: &str| self.err(entry.span(), format!("`python_path` entry {text:?} {what}"));
+        if text.trim().is_empty() {
+            return Err(err("is empty"));
+        }
+        if path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
+            return Err(err(
+                "must be a directory inside the root, written relative to it (no `..`)",
+            ));
+        }
+        let Some(root) = self.root else {
+            return Ok(path.to_path_buf());
+        };
+        let root = root
+            .canonicalize()
+            .map_err(|e| err(&format!("cannot be checked: {e}")))?;
+        let resolved = match root.join(path).canonicalize() {
+            Ok(resolved) => resolved,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(err("does not exist in the root"))
+            }
+            Err(e) => return Err(err(&format!("cannot be read: {e}"))),
+        };
+        let Ok(inside) = resolved.strip_prefix(&root) else {
+            return Err(err("leaves the root (through a symbolic link)"));
+        };
+        if !resolved.is_dir() {
+            return Err(err("is not a directory"));
+        }
+        Ok(inside.to_path_buf())
     }
 
     fn verifier(
@@ -553,6 +606,9 @@ chain = ["syntax", "startup", "tests"]
             ("[agents.\"a/b\"]\nfile = \"x.py\"\n", 1, 9, "invalid agent id"),
             ("keep_backups = 0\n", 1, 16, "positive"),
             ("[verifiers.s]\nkind = \"script\"\ncommand = [\"true\"]\ntimeout = \"1 fortnight\"\n", 4, 11, "invalid duration"),
+            ("python_path = [\"src\", \"../lib\"]\n", 1, 23, "`python_path` entry \"../lib\" must be a directory inside the root"),
+            ("python_path = [\"/usr/lib\"]\n", 1, 16, "must be a directory inside the root"),
+            ("python_path = \"src\"\n", 1, 15, "invalid type"),
         ];
         for (text, line, column, needle) in cases {
             let err = parse(text).unwrap_err();

@@ -127,6 +127,7 @@ fn startup_options(
     let mut options = bluegreen_verify_process::StartupOptions {
         python: config.python.clone(),
         pass_env: spec.pass_env.clone(),
+        python_path: config.python_path.clone(),
         ..Default::default()
     };
     if let VerifierKind::PythonStartup { entrypoint, warm } = &spec.kind {

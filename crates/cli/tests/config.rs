@@ -196,3 +196,71 @@ fn health_chain_failure_restores_green_and_exits_1() {
         "GREEN restored"
     );
 }
+
+#[test]
+fn python_path_adds_an_import_root_for_startup_checks() {
+    let root = Root::new();
+    root.write(
+        "bluegreen.toml",
+        "python_path = [\"src\"]\n\n[verifiers.startup]\nkind = \"python-startup\"\nwarm = false\n\n[chains]\ndefault = [\"syntax\", \"startup\"]\n",
+    );
+    root.write("src/pkg/__init__.py", "");
+    root.write("src/pkg/util.py", "U = 1\n");
+    root.write(
+        "mod_v1.py",
+        "from .util import U\nassert __name__ == 'pkg.mod', __name__\n",
+    );
+    let run = root.run(&[
+        "deploy",
+        "mod",
+        "--file",
+        "src/pkg/mod.py",
+        "--code-file",
+        "mod_v1.py",
+    ]);
+    assert_code(&run, 0);
+    assert_eq!(root.read("src/pkg/mod.py"), root.read("mod_v1.py"));
+}
+
+#[test]
+fn python_path_entries_must_be_directories_inside_the_root() {
+    let outside = tempfile::tempdir().unwrap();
+    let root = Root::new();
+    std::fs::create_dir(root.path().join("src")).unwrap();
+    root.write("file.txt", "");
+    std::os::unix::fs::symlink(outside.path(), root.path().join("out")).unwrap();
+    let cases = [
+        (
+            "python_path = [\"src\", \"../lib\"]\n",
+            "1:23",
+            "must be a directory inside the root",
+        ),
+        (
+            "python_path = [\"src\", \"lib\"]\n",
+            "1:23",
+            "\"lib\" does not exist in the root",
+        ),
+        (
+            "python_path = [\"out\"]\n",
+            "1:16",
+            "\"out\" leaves the root",
+        ),
+        (
+            "python_path = [\"file.txt\"]\n",
+            "1:16",
+            "is not a directory",
+        ),
+    ];
+    for (text, at, needle) in cases {
+        root.write("bluegreen.toml", text);
+        let run = root.run(&["status"]);
+        assert_code(&run, 2);
+        assert!(
+            run.stderr
+                .starts_with(&format!("error: bluegreen.toml:{at}: `python_path` entry")),
+            "{text}: {}",
+            run.stderr
+        );
+        assert!(run.stderr.contains(needle), "{text}: {}", run.stderr);
+    }
+}

@@ -40,10 +40,13 @@ impl Default for ScriptOptions {
     }
 }
 
+const DONT_WRITE_BYTECODE: &str = "PYTHONDONTWRITEBYTECODE";
+
 /// Runs a command with the root as working directory and the request exported as
 /// `BLUEGREEN_STAGED`, `BLUEGREEN_TARGET`, `BLUEGREEN_AGENT_ID`, `BLUEGREEN_DEPLOYMENT_ID`
-/// and `BLUEGREEN_ROOT`. Passes iff it exits 0 in time; otherwise the tail of its output is
-/// the diagnostic.
+/// and `BLUEGREEN_ROOT`, with `PYTHONDONTWRITEBYTECODE=1` unless that variable is passed
+/// through. Passes iff it exits 0 in time; otherwise the tail of its output is the
+/// diagnostic.
 #[derive(Debug, Clone)]
 pub struct ScriptVerifier {
     name: String,
@@ -58,7 +61,12 @@ impl ScriptVerifier {
         if options.command.first().is_none_or(|p| p.is_empty()) {
             return Err(Error::EmptyCommand(name));
         }
-        let env = inherited_env(&options.pass_env);
+        let mut env = inherited_env(&options.pass_env);
+        // Nothing a check runs leaves bytecode next to the sources, unless the user passes
+        // the variable through (then its own value, or its absence, is kept).
+        if !options.pass_env.iter().any(|v| v == DONT_WRITE_BYTECODE) {
+            env.push((DONT_WRITE_BYTECODE.into(), "1".into()));
+        }
         Ok(Self {
             name,
             options: Arc::new(options),

@@ -32,6 +32,9 @@ pub struct StartupOptions {
     pub limits: Limits,
     /// Environment variables passed through besides [`crate::ENV_ALLOW_LIST`].
     pub pass_env: Vec<String>,
+    /// Import roots besides the root (`python_path` in the config): directories relative
+    /// to the root, already checked to lie inside it.
+    pub python_path: Vec<PathBuf>,
 }
 
 impl Default for StartupOptions {
@@ -43,13 +46,16 @@ impl Default for StartupOptions {
             warm: true,
             limits: Limits::default(),
             pass_env: Vec::new(),
+            python_path: Vec::new(),
         }
     }
 }
 
-/// Imports the staged file as a module in a fresh `python -I` (working directory = root,
-/// root and the target's directory first on `sys.path`), running its module-level code as
-/// production would. Fails on any exception (including `SystemExit` and
+/// Imports the staged file in a fresh `python -I` (working directory = root) as the module
+/// it will be: under its dotted import name ([`bluegreen_core::import_name`]), its parent
+/// packages imported first from the live tree, the import roots (root, then `python_path`)
+/// first on `sys.path` (and for a top-level module its own directory after them), running
+/// its module-level code as production would. Fails on any exception (including `SystemExit` and
 /// `KeyboardInterrupt`), a non-zero exit, death by a signal or the timeout; checks the
 /// entrypoint when one is configured. Clones share one zygote, which is killed when the last
 /// clone is dropped.
@@ -87,13 +93,18 @@ struct Report {
 /// How a check is addressed to the interpreter.
 struct Plan {
     staged: PathBuf,
+    /// The target's dotted import name ([`bluegreen_core::import_name`]).
     module: String,
+    /// The target is a package's `__init__.py`.
+    package: bool,
     root: PathBuf,
+    /// Put first on `sys.path`: the import roots (the root, then `python_path`), and for a
+    /// top-level module its own directory.
     path: Vec<PathBuf>,
 }
 
 impl Plan {
-    fn new(req: &VerifyRequest) -> Self {
+    fn new(req: &VerifyRequest, python_path: &[PathBuf]) -> Self {
         let absolute = |p: &Path| {
             if p.is_absolute() {
                 p.to_path_buf()
@@ -103,23 +114,15 @@ impl Plan {
         };
         let root = absolute(&req.root);
         let target = absolute(&req.target);
-        let module = target
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .filter(|s| !s.is_empty())
-            .unwrap_or("agent")
-            .to_owned();
-        let mut path = vec![root.clone()];
-        if let Some(dir) = target.parent() {
-            if dir != root {
-                path.push(dir.to_path_buf());
-            }
-        }
+        let mut import_roots = vec![root.clone()];
+        import_roots.extend(python_path.iter().map(|p| root.join(p)));
+        let name = bluegreen_core::import_name(&import_roots, &target);
         Self {
             staged: absolute(&req.staged),
-            module,
+            module: name.name,
+            package: name.is_package,
             root,
-            path,
+            path: name.sys_path,
         }
     }
 }
@@ -154,7 +157,11 @@ impl StartupVerifier {
 
     /// Checks `req` in a fresh `python -I`, ignoring [`StartupOptions::warm`].
     pub async fn verify_cold(&self, req: &VerifyRequest) -> Verdict {
-        self.cold(&Plan::new(req), self.options.timeout).await
+        self.cold(
+            &Plan::new(req, &self.options.python_path),
+            self.options.timeout,
+        )
+        .await
     }
 
     async fn cold(&self, plan: &Plan, timeout: Duration) -> Verdict {
@@ -166,6 +173,7 @@ impl StartupVerifier {
             plan.staged.clone().into(),
             plan.module.clone().into(),
             self.options.entrypoint.clone().unwrap_or_default().into(),
+            if plan.package { "package" } else { "module" }.into(),
         ];
         args.extend(plan.path.iter().map(|p| p.clone().into_os_string()));
         let spec = ProcessSpec {
@@ -191,6 +199,7 @@ impl StartupVerifier {
         Some(WarmRequest {
             staged: text(&plan.staged)?,
             module: plan.module.clone(),
+            package: plan.package,
             entrypoint: self.options.entrypoint.clone(),
             root: text(&plan.root)?,
             path: plan.path.iter().map(|p| text(p)).collect::<Option<_>>()?,
@@ -249,7 +258,7 @@ impl Verifier for StartupVerifier {
 
     async fn verify(&self, req: &VerifyRequest) -> Verdict {
         let started = Instant::now();
-        let plan = Plan::new(req);
+        let plan = Plan::new(req, &self.options.python_path);
         if self.options.warm {
             // Starting the zygote (first check, or after it died) counts against the timeout.
             let zygote = match self.warm_request(&plan) {

@@ -460,6 +460,7 @@ impl Zygote {
         let message = json!({
             "staged": request.staged,
             "module": request.module,
+            "package": request.package,
             "entrypoint": request.entrypoint,
             "root": request.root,
             "path": request.path,
@@ -666,7 +667,10 @@ async fn read_capped(pipe: &mut pipe::Receiver, into: &mut Captured, cap: usize)
 /// What cold and warm mode both need to know about one check.
 pub(crate) struct WarmRequest {
     pub staged: String,
+    /// The dotted import name.
     pub module: String,
+    /// The target is a package's `__init__.py`.
+    pub package: bool,
     pub entrypoint: Option<String>,
     pub root: String,
     pub path: Vec<String>,

@@ -127,6 +127,37 @@ async fn environment_is_cleared_except_the_allow_list_and_pass_env() {
     assert_eq!(verifier.verify(&setup.req).await, Verdict::pass());
 }
 
+#[tokio::test]
+async fn scripts_write_no_bytecode_unless_the_variable_is_passed_through() {
+    // A real python script importing a sibling module of the root: no __pycache__ appears.
+    std::env::remove_var("PYTHONDONTWRITEBYTECODE");
+    let setup = Setup::fixture("good_agent.py");
+    let check = "import sys, os; sys.path.insert(0, os.getcwd()); import agent_helpers; \
+                 assert os.environ['PYTHONDONTWRITEBYTECODE'] == '1'";
+    let verifier = script(&["python3", "-c", check], Duration::from_secs(10));
+    assert_eq!(verifier.verify(&setup.req).await, Verdict::pass());
+    assert!(!setup.root().join("__pycache__").exists());
+    // Passed through (and unset here): the user's choice is kept, so bytecode is written.
+    let verifier = ScriptVerifier::new(
+        "tests",
+        ScriptOptions {
+            command: vec![
+                "python3".into(),
+                "-c".into(),
+                check.replace(
+                    "assert os.environ['PYTHONDONTWRITEBYTECODE'] == '1'",
+                    "assert 'PYTHONDONTWRITEBYTECODE' not in os.environ",
+                ),
+            ],
+            pass_env: vec!["PYTHONDONTWRITEBYTECODE".into()],
+            ..ScriptOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(verifier.verify(&setup.req).await, Verdict::pass());
+    assert!(setup.root().join("__pycache__").exists());
+}
+
 #[test]
 fn an_empty_command_is_a_configuration_error() {
     let err = ScriptVerifier::new("tests", ScriptOptions::default()).unwrap_err();

@@ -121,19 +121,47 @@ def _bg_check_entrypoint(module, name, staged):
     return {"ok": True}
 
 
-def _bg_run_check(staged, module_name, entrypoint):
-    """Imports `staged` as `module_name` the way production imports the agent."""
+def _bg_parent_package(parent_name, directory):
+    # The parents are imported for real, from the live tree, as `import a.b.c` would. A
+    # parent found elsewhere on sys.path would not hold the target: production could not
+    # import it under this name either.
+    parent = importlib.import_module(parent_name)
+    here = os.path.realpath(directory)
+    if not any(os.path.realpath(p) == here for p in getattr(parent, "__path__", ())):
+        raise ImportError(
+            "package %r is not the target's directory %s (it is %s)"
+            % (parent_name, directory, list(getattr(parent, "__path__", ())))
+        )
+    return parent
+
+
+def _bg_run_check(staged, module_name, entrypoint, is_package=False):
+    """Imports `staged` as `module_name` the way production imports the agent: parents
+    first, then the staged bytes under the dotted name, with the package context set."""
     staged = os.path.abspath(staged)
     sys.argv[:] = [staged]
     sys.dont_write_bytecode = True  # never leave __pycache__ entries for staged files
+    directory = os.path.dirname(staged)
     try:
+        # The directory that holds the target as a name: a package's __init__.py is its
+        # directory, which lies in the parent package's.
+        parent_name, _, leaf = module_name.rpartition(".")
+        home = os.path.dirname(directory) if is_package else directory
+        parent = _bg_parent_package(parent_name, home) if parent_name else None
         # The staged name is not a module name and does not end in .py, so the loader is
         # chosen explicitly; tracebacks then point into the staged file.
         loader = importlib.machinery.SourceFileLoader(module_name, staged)
-        spec = importlib.util.spec_from_file_location(module_name, staged, loader=loader)
+        spec = importlib.util.spec_from_file_location(
+            module_name,
+            staged,
+            loader=loader,
+            submodule_search_locations=[directory] if is_package else None,
+        )
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
         loader.exec_module(module)
+        if parent is not None:
+            setattr(parent, leaf, module)  # as the import system does once it is loaded
     except BaseException as exc:  # SystemExit and KeyboardInterrupt fail the check too
         return _bg_exception_report(exc, staged)
     if entrypoint:
@@ -175,10 +203,10 @@ def _bg_take_report_fd():
 def _bg_cold_main():
     checker_pid = _bg_getpid()
     report_fd = _bg_take_report_fd()
-    staged, module_name, entrypoint = sys.argv[1:4]
-    sys.path[:0] = sys.argv[4:]
+    staged, module_name, entrypoint, is_package = sys.argv[1:5]
+    sys.path[:0] = sys.argv[5:]
     try:
-        report = _bg_run_check(staged, module_name, entrypoint)
+        report = _bg_run_check(staged, module_name, entrypoint, is_package == "package")
     except BaseException as exc:
         report = _bg_exception_report(exc, "")
     _bg_finish(report_fd, report, checker_pid)

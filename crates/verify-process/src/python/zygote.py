@@ -150,12 +150,15 @@ def _bg_child(out_w, err_w, rep_w, req_r, base_path, prefault):
     os.close(4)
     request = json.loads(received)
     os.chdir(request["root"])
-    # The zygote never imported from these directories, so no finder cache is stale.
+    # The zygote never imported from these directories (nor any user package), so no finder
+    # cache is stale and the check imports the parents afresh from the live tree.
     sys.path[:] = list(request["path"]) + base_path
     report_fd = _bg_take_report_fd()
     checker_pid = _bg_getpid()
     try:
-        report = _bg_run_check(request["staged"], request["module"], request["entrypoint"] or "")
+        report = _bg_run_check(
+            request["staged"], request["module"], request["entrypoint"] or "", request["package"]
+        )
     except BaseException as exc:
         report = _bg_exception_report(exc, "")
     _bg_finish(report_fd, report, checker_pid, linger=_BG_LINGER)
