@@ -20,6 +20,7 @@ mod cli;
 mod config;
 mod http;
 mod memory;
+mod module_identity;
 mod scenarios;
 mod system;
 
@@ -142,6 +143,7 @@ fn plan() -> Vec<Row> {
     rows.extend(scenarios::rows());
     rows.extend(memory::rows());
     rows.extend(system::rows());
+    rows.extend(module_identity::rows());
     rows.sort_by_key(|r| scenario_number(&r.scenario));
     rows
 }

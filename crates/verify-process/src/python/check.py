@@ -127,11 +127,10 @@ def _bg_parent_package(parent_name, directory):
     # import it under this name either.
     parent = importlib.import_module(parent_name)
     here = os.path.realpath(directory)
-    if not any(os.path.realpath(p) == here for p in getattr(parent, "__path__", ())):
-        raise ImportError(
-            "package %r is not the target's directory %s (it is %s)"
-            % (parent_name, directory, list(getattr(parent, "__path__", ())))
-        )
+    paths = list(getattr(parent, "__path__", ()))
+    if not any(os.path.realpath(p) == here for p in paths):
+        where = f"the target's directory {directory}"
+        raise ImportError(f"package {parent_name!r} is not {where} but {paths}")
     return parent
 
 
