@@ -311,3 +311,23 @@ async fn an_error_in_a_relative_imported_sibling_points_at_the_importing_line() 
         "{verdict:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_package_found_elsewhere_on_the_path_is_a_clear_failure() {
+    // `src/services/agents/alpha.py` is `services.agents.alpha` for the `src` import root,
+    // but `import services` finds the root's own `services` package first (as it would in
+    // production with this sys.path): the check says so instead of importing the wrong one.
+    let files = [
+        ("services/__init__.py", ""),
+        ("services/agents/__init__.py", ""),
+        ("src/services/__init__.py", ""),
+        ("src/services/agents/__init__.py", ""),
+    ];
+    let verdict = check(&files, "src/services/agents/alpha.py", ENTRYPOINT, &["src"]).await;
+    assert!(!verdict.passed, "{verdict:?}");
+    let message = &verdict.diagnostics[0].message;
+    assert!(
+        message.starts_with("ImportError: package 'services.agents' is not the target's directory <root>/src/services/agents"),
+        "{verdict:?}"
+    );
+}
