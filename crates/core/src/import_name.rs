@@ -146,7 +146,7 @@ mod tests {
         let got = name_of(&root, &[], "services/agents/alpha.py");
         assert_eq!(got.name, "services.agents.alpha");
         assert!(!got.is_package);
-        assert_eq!(got.sys_path, [root.clone()]);
+        assert_eq!(got.sys_path, vec![root.clone()]);
         let got = name_of(&root, &[], "services/agents/__init__.py");
         assert_eq!(
             (got.name.as_str(), got.is_package),

@@ -15,7 +15,7 @@ use crate::e2e::cli::Bg;
 enum Layout {
     Package,
     Namespace,
-    SrcLayout,
+    Src,
     MissingSibling,
 }
 
@@ -23,7 +23,7 @@ impl Layout {
     const ALL: [Layout; 4] = [
         Layout::Package,
         Layout::Namespace,
-        Layout::SrcLayout,
+        Layout::Src,
         Layout::MissingSibling,
     ];
 
@@ -31,7 +31,7 @@ impl Layout {
         match self {
             Layout::Package => "package",
             Layout::Namespace => "namespace",
-            Layout::SrcLayout => "src-layout",
+            Layout::Src => "src-layout",
             Layout::MissingSibling => "missing-sibling",
         }
     }
@@ -60,7 +60,7 @@ impl Layout {
                 "ns/pkg/mod.py",
                 "",
             ),
-            Layout::SrcLayout => (
+            Layout::Src => (
                 &[
                     ("src/pkg/__init__.py", ""),
                     ("src/pkg/util.py", "def f():\n    return 1\n"),
@@ -80,7 +80,7 @@ impl Layout {
                  assert __package__ == 'services.agents', __package__\n"
             }
             Layout::Namespace => "assert __name__ == 'ns.pkg.mod', __name__\n",
-            Layout::SrcLayout => "assert __name__ == 'pkg.mod', __name__\n",
+            Layout::Src => "assert __name__ == 'pkg.mod', __name__\n",
         };
         format!(
             "from .util import f\n{identity}assert __spec__.name == __name__\n\
