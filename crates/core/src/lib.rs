@@ -51,6 +51,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod dirfd;
 pub mod error;
 pub mod fault;
 pub mod ids;
@@ -70,7 +71,7 @@ pub use import_name::{import_name, ImportName};
 pub use memory::MemoryStore;
 pub use report::{DeployOutcome, DeployReport, RecoveryReport, RollbackReport, StageTiming};
 pub use service::{BlueGreenService, DeployRequest, Limits, ServiceBuilder};
-pub use store::{AgentLease, AgentState, DeploymentRecord, Event, Status, Store};
+pub use store::{ActiveVersions, AgentLease, AgentState, DeploymentRecord, Event, Status, Store};
 pub use verify::{
     Chain, ChainOptions, ChainReport, Diagnostic, Verdict, Verifier, VerifierOutcome, VerifyRequest,
 };

@@ -211,6 +211,77 @@ pub fn check_inside_root(root: &Path, dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Checks a target path read back from the registry: relative, `/`-separated plain
+/// components, not under bluegreen's own directories. (Lexical: the deployment then reaches
+/// it by descriptor without following symlinks.)
+pub fn check_registry_target(rel: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("file path {rel:?} {why}"));
+    if rel.is_empty() || rel.starts_with('/') || rel.ends_with('/') {
+        return bad("is not a relative file path");
+    }
+    for part in rel.split('/') {
+        if part.is_empty() || part == "." || part == ".." || part.contains('\0') {
+            return bad("is not normalized");
+        }
+    }
+    let top = rel.split('/').next().unwrap_or("");
+    if RESERVED_TOP_LEVEL.contains(&top) {
+        return bad("is under bluegreen's own state");
+    }
+    if crate::dirfd::split_rel(rel).1.len() > MAX_FILE_NAME {
+        return bad("has a file name that is too long");
+    }
+    Ok(())
+}
+
+/// Is `staged` the name of a staged sibling of the file `target_name`:
+/// `.<name>.bluegreen-dep_<32 hex>.staged` or `.<name>.bluegreen-rb-<32 hex>.staged`?
+pub fn is_staged_name(target_name: &str, staged: &str) -> bool {
+    let Some(tag) = staged
+        .strip_prefix('.')
+        .and_then(|s| s.strip_prefix(target_name))
+        .and_then(|s| s.strip_prefix(".bluegreen-"))
+        .and_then(|s| s.strip_suffix(".staged"))
+    else {
+        return false;
+    };
+    let hex = tag
+        .strip_prefix("dep_")
+        .or_else(|| tag.strip_prefix("rb-"))
+        .unwrap_or("");
+    hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Checks a staged path read back from the registry: the sibling of `file_path` with the
+/// staged name pattern. Returns the staged file's name.
+pub fn check_staged<'a>(file_path: &str, staged: &'a str) -> Result<&'a str, String> {
+    let (dir, name) = crate::dirfd::split_rel(file_path);
+    let (sdir, sname) = crate::dirfd::split_rel(staged);
+    if sdir != dir || !is_staged_name(name, sname) {
+        return Err(format!(
+            "staged path {staged:?} is not a staged sibling of {file_path:?}"
+        ));
+    }
+    Ok(sname)
+}
+
+/// Checks a snapshot path read back from the registry:
+/// `backups/agents/<agent>/green_<...>`, one plain file name. Returns that name.
+pub fn check_snapshot<'a>(agent: &str, path: &'a str) -> Result<&'a str, String> {
+    let name = path
+        .strip_prefix("backups/agents/")
+        .and_then(|p| p.strip_prefix(agent))
+        .and_then(|p| p.strip_prefix('/'))
+        .filter(|n| {
+            n.starts_with("green_")
+                && n.len() <= 255
+                && !n.contains(['/', '\0'])
+                && *n != "."
+                && *n != ".."
+        });
+    name.ok_or_else(|| format!("snapshot path {path:?} is not a snapshot of agent {agent}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -193,6 +193,50 @@ impl AgentState {
         state
     }
 
+    /// Checks that every path `event` names is one bluegreen could have written for
+    /// `agent`, given the state before it (a target, its staged sibling, the agent's own
+    /// snapshots), so a hand-edited line cannot steer a read, write or delete. Stores that
+    /// read logs from disk call this on every line before [`AgentState::apply`].
+    pub fn check_event(&self, agent: &AgentId, event: &Event) -> Result<(), String> {
+        use crate::paths::{check_registry_target, check_snapshot, check_staged};
+        let snapshots = |paths: &mut dyn Iterator<Item = &String>| -> Result<(), String> {
+            for p in paths {
+                check_snapshot(agent.as_str(), p)?;
+            }
+            Ok(())
+        };
+        match event {
+            Event::Begin(b) => {
+                check_registry_target(&b.file_path)?;
+                if let Some(bound) = self.file_path.as_deref().filter(|f| *f != b.file_path) {
+                    return Err(format!(
+                        "deployment of {:?}, but the agent is bound to {bound:?}",
+                        b.file_path
+                    ));
+                }
+                check_staged(&b.file_path, &b.staged_path)?;
+                snapshots(&mut b.backup_path.iter())
+            }
+            Event::Finish {
+                backup_path,
+                pruned,
+                ..
+            } => snapshots(&mut backup_path.iter().chain(pruned)),
+            Event::Rollback {
+                snapshot, pruned, ..
+            } => snapshots(&mut snapshot.iter().map(|s| &s.path).chain(pruned)),
+            Event::RollbackBegin(rb) => {
+                let bound = self
+                    .file_path
+                    .as_deref()
+                    .ok_or("a rollback of an agent with no bound file")?;
+                check_staged(bound, &rb.staged_path)?;
+                snapshots(&mut rb.snapshot.iter().map(|s| &s.path))
+            }
+            Event::RollbackAbandoned { .. } => Ok(()),
+        }
+    }
+
     pub fn apply(&mut self, event: &Event) {
         self.last_pruned.clear();
         match event {
@@ -340,6 +384,14 @@ impl AgentState {
     }
 }
 
+/// What `status` shows: see [`Store::active_versions`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActiveVersions {
+    pub live: BTreeMap<AgentId, DeploymentRecord>,
+    /// Agents whose registry cannot be read, with the error (naming the agent and line).
+    pub broken: BTreeMap<AgentId, String>,
+}
+
 /// An exclusive hold on one agent, across processes for durable stores. Released on drop
 /// (and by the OS if the process dies).
 pub trait AgentLease: Send {}
@@ -441,8 +493,14 @@ pub trait Store: Send + Sync + 'static {
     fn pending_agents(&self) -> Result<Vec<AgentId>, Error> {
         let mut out = Vec::new();
         for agent in self.agents()? {
-            let Some(state) = self.load(&agent)? else {
-                continue;
+            let state = match self.load(&agent) {
+                Ok(Some(state)) => state,
+                Ok(None) => continue,
+                // Broken: recovery reports it (and only it).
+                Err(_) => {
+                    out.push(agent);
+                    continue;
+                }
             };
             let unfinished_prune = state
                 .last_pruned
@@ -450,6 +508,25 @@ pub trait Store: Send + Sync + 'static {
                 .any(|p| self.read_backup(p).ok().flatten().is_some());
             if state.is_pending() || unfinished_prune {
                 out.push(agent);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The LIVE record of every readable agent, and every agent whose registry cannot be
+    /// read with its error: one broken agent never hides the others.
+    fn active_versions(&self) -> Result<ActiveVersions, Error> {
+        let mut out = ActiveVersions::default();
+        for agent in self.agents()? {
+            match self.load(&agent) {
+                Ok(state) => {
+                    if let Some(live) = state.as_deref().and_then(AgentState::live) {
+                        out.live.insert(agent, live.clone());
+                    }
+                }
+                Err(e) => {
+                    out.broken.insert(agent, e.to_string());
+                }
             }
         }
         Ok(out)

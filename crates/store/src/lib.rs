@@ -17,6 +17,13 @@
 //! and crash detection read only the tail of each log — opening a store is O(1) and
 //! `status` over 10,000 agents reads 10,000 tails, not 1,000,000 events.
 //!
+//! The root is hostile: everything is reached by descriptor from the root opened once
+//! (`bluegreen_core::dirfd`), state directories must be real directories (a symlink there is
+//! an error for that agent, never followed), files are opened `O_NOFOLLOW` and must be
+//! regular, and every line read back is checked (`AgentState::check_event`) before it is
+//! folded: a line naming a path bluegreen could not have written makes that agent's log
+//! corrupt — an error naming the agent and the line, for that agent only.
+//!
 //! ```
 //! use bluegreen_core::BlueGreenService;
 //! use bluegreen_store::FsStore;
@@ -37,15 +44,16 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use bluegreen_core::error::IoContext;
-use bluegreen_core::paths::{canonical_root, check_inside_root};
-use bluegreen_core::util::{create_dir_all_durable, fsync_dir};
+use bluegreen_core::dirfd::{Dir, FsContext};
+use bluegreen_core::paths::{canonical_root, check_snapshot};
+use bluegreen_core::store::ActiveVersions;
 use bluegreen_core::{AgentId, AgentLease, AgentState, DeploymentRecord, Error, Event, Store};
+use rustix::fs::OFlags;
 use serde::{Deserialize, Serialize};
 
 mod trash;
@@ -75,14 +83,16 @@ struct Cached {
 /// Writes made with deferred durability, synced together by `Store::sync`.
 #[derive(Default)]
 struct Deferred {
-    log: bool,
-    backups: Vec<PathBuf>,
+    log: Option<File>,
+    backups: Vec<File>,
+    backup_dir: Option<Dir>,
 }
 
 /// The durable file store. See the crate docs for the layout.
 pub struct FsStore {
     root: PathBuf,
-    agents_dir: PathBuf,
+    /// The root, opened once; everything else is reached from it by descriptor.
+    dir: Dir,
     /// State folded from each log, valid while the log's length is unchanged (another
     /// process appending changes it).
     cache: Mutex<HashMap<AgentId, Cached>>,
@@ -96,17 +106,34 @@ impl std::fmt::Debug for FsStore {
     }
 }
 
+fn agent_rel(agent: &AgentId) -> String {
+    format!("{STATE_DIR}/agents/{agent}")
+}
+
+fn log_rel(agent: &AgentId) -> String {
+    format!("{STATE_DIR}/agents/{agent}/{EVENTS}")
+}
+
+fn backups_rel(agent: &AgentId) -> String {
+    format!("backups/agents/{agent}")
+}
+
 impl FsStore {
     /// Opens the store under `root`. Writes nothing until the first change; refuses a state
-    /// or backups directory that is a symlink leading outside the root.
+    /// or backups directory that is a symlink (or not a directory).
     pub fn open(root: &Path) -> Result<Self, Error> {
         let root = canonical_root(root)?;
-        check_inside_root(&root, &root.join(STATE_DIR).join("agents"))?;
-        check_inside_root(&root, &root.join("backups").join("agents"))?;
+        let dir = Dir::open_root(&root).fs_context(|| "opening the root".to_owned())?;
+        for rel in [format!("{STATE_DIR}/agents"), "backups/agents".to_owned()] {
+            dir.walk(&rel).fs_context(|| format!("opening {rel}"))?;
+        }
+        let trash_root = dir
+            .try_clone()
+            .fs_context(|| "opening the root".to_owned())?;
         Ok(Self {
-            agents_dir: root.join(STATE_DIR).join("agents"),
-            trash: Trash::new(&root, root.join(STATE_DIR).join("trash")),
             root,
+            dir,
+            trash: Trash::new(trash_root),
             cache: Mutex::new(HashMap::new()),
             deferred: Mutex::new(HashMap::new()),
         })
@@ -119,8 +146,15 @@ impl FsStore {
     /// Writes a whole event log for an agent that has none yet, in one durable write (for
     /// migrations from another registry, and for building large registries in benchmarks).
     pub fn import_log(&self, agent: &AgentId, events: &[Event]) -> Result<(), Error> {
-        let path = self.events_path(agent);
-        if path.exists() {
+        let dir = self.agent_dir(agent, true)?.ok_or_else(|| {
+            Error::Internal(format!("agent {agent}: no directory after creating it"))
+        })?;
+        let rel = log_rel(agent);
+        if dir
+            .stat(EVENTS)
+            .fs_context(|| format!("stat {rel}"))?
+            .is_some()
+        {
             return Err(Error::Conflict(format!(
                 "agent {agent} already has a registry"
             )));
@@ -139,18 +173,52 @@ impl FsStore {
             .map_err(|e| Error::Internal(format!("encoding an event: {e}")))?;
             bytes.push(b'\n');
         }
-        let dir = self.agent_dir(agent);
-        create_dir_all_durable(&dir).context(|| format!("creating {}", dir.display()))?;
-        bluegreen_core::util::replace_durable(&path, &bytes)
-            .context(|| format!("writing {}", path.display()))
+        let tmp = format!(".{EVENTS}.tmp-{}", uuid_suffix());
+        let written = dir
+            .write_new(&tmp, &bytes)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| dir.rename(&tmp, &dir, EVENTS));
+        if written.is_err() {
+            let _ = dir.unlink(&tmp);
+        }
+        written
+            .and_then(|()| dir.sync())
+            .fs_context(|| format!("writing {rel}"))
     }
 
-    fn agent_dir(&self, agent: &AgentId) -> PathBuf {
-        self.agents_dir.join(agent.as_str())
+    /// The agent's state directory (`None` if missing, unless `create`).
+    fn agent_dir(&self, agent: &AgentId, create: bool) -> Result<Option<Dir>, Error> {
+        let rel = agent_rel(agent);
+        let dir = if create {
+            self.dir.walk_create(&rel).map(Some)
+        } else {
+            self.dir.walk(&rel)
+        };
+        dir.fs_context(|| format!("agent {agent}: opening {rel}"))
     }
 
-    fn events_path(&self, agent: &AgentId) -> PathBuf {
-        self.agent_dir(agent).join(EVENTS)
+    /// The agent's log, opened with `flags` (`None` if missing).
+    fn open_log(
+        &self,
+        agent: &AgentId,
+        dir: &Dir,
+        flags: OFlags,
+    ) -> Result<Option<(File, u64)>, Error> {
+        Ok(dir
+            .open_file(EVENTS, flags)
+            .fs_context(|| format!("agent {agent}: opening {}", log_rel(agent)))?
+            .map(|(f, st)| (f, st.st_size.max(0) as u64)))
+    }
+
+    /// The agent's snapshot directory (`None` if missing, unless `create`).
+    fn backup_dir(&self, agent: &AgentId, create: bool) -> Result<Option<Dir>, Error> {
+        let rel = backups_rel(agent);
+        let dir = if create {
+            self.dir.walk_create(&rel).map(Some)
+        } else {
+            self.dir.walk(&rel)
+        };
+        dir.fs_context(|| format!("opening {rel}"))
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, Cached>> {
@@ -175,49 +243,31 @@ impl FsStore {
         .map_err(|e| Error::Internal(format!("encoding an event: {e}")))?;
         line.push(b'\n');
 
-        let dir = self.agent_dir(agent);
-        let path = dir.join(EVENTS);
-        let is_new = !path.exists();
-        if is_new {
-            create_dir_all_durable(&dir).context(|| format!("creating {}", dir.display()))?;
-        }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .context(|| format!("opening {}", path.display()))?;
-        let mut len = file
-            .metadata()
-            .context(|| format!("stat {}", path.display()))?
-            .len();
+        let rel = log_rel(agent);
+        let dir = self.agent_dir(agent, true)?.ok_or_else(|| {
+            Error::Internal(format!("agent {agent}: no directory after creating it"))
+        })?;
+        let is_new = dir
+            .stat(EVENTS)
+            .fs_context(|| format!("stat {rel}"))?
+            .is_none();
+        let (mut file, mut len) = self
+            .open_log(agent, &dir, OFlags::RDWR | OFlags::APPEND | OFlags::CREATE)?
+            .ok_or_else(|| Error::Internal(format!("{rel} missing after creating it")))?;
         if len > 0 {
-            // Cut off a torn last line left by a crash mid-append.
-            let mut last = [0u8; 1];
-            file.seek(SeekFrom::Start(len - 1))
-                .and_then(|_| file.read_exact(&mut last))
-                .context(|| format!("reading {}", path.display()))?;
-            if last[0] != b'\n' {
-                let bytes =
-                    std::fs::read(&path).context(|| format!("reading {}", path.display()))?;
-                let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) as u64;
-                tracing::warn!(path = %path.display(), dropped = len - keep, "cutting a torn last line");
-                file.set_len(keep)
-                    .context(|| format!("truncating {}", path.display()))?;
-                len = keep;
-            }
+            len = cut_torn_line(&mut file, len).fs_context(|| format!("repairing {rel}"))?;
         }
         file.write_all(&line)
-            .context(|| format!("appending to {}", path.display()))?;
+            .fs_context(|| format!("appending to {rel}"))?;
 
         if is_new {
-            fsync_dir(&dir).context(|| format!("syncing {}", dir.display()))?;
+            dir.sync()
+                .fs_context(|| format!("syncing {}", agent_rel(agent)))?;
         }
         if sync {
-            file.sync_data()
-                .context(|| format!("syncing {}", path.display()))?;
+            file.sync_data().fs_context(|| format!("syncing {rel}"))?;
         } else {
-            self.deferred().entry(agent.clone()).or_default().log = true;
+            self.deferred().entry(agent.clone()).or_default().log = Some(file);
         }
         self.cache().insert(
             agent.clone(),
@@ -229,57 +279,57 @@ impl FsStore {
         Ok(())
     }
 
-    /// Resolves a snapshot path from the registry, refusing anything outside `backups/`.
-    fn backup_abs(&self, rel: &str) -> Result<PathBuf, Error> {
-        let ok = rel.starts_with("backups/agents/")
-            && !rel
-                .split('/')
-                .any(|c| c == ".." || c == "." || c.is_empty());
-        if !ok {
-            return Err(Error::Store(format!("refusing snapshot path {rel:?}")));
-        }
-        let abs = self.root.join(rel);
-        if let Some(parent) = abs.parent() {
-            check_inside_root(&self.root, parent)?;
-        }
-        Ok(abs)
+    /// The agent and file name of a snapshot path from the registry, refusing anything
+    /// but `backups/agents/<agent>/green_<...>`.
+    fn snapshot_parts<'a>(&self, rel: &'a str) -> Result<(AgentId, &'a str), Error> {
+        let refuse = |why: String| Error::Store(format!("refusing snapshot path {rel:?}: {why}"));
+        let agent = rel
+            .strip_prefix("backups/agents/")
+            .and_then(|r| r.split_once('/'))
+            .map(|(a, _)| a)
+            .ok_or_else(|| refuse("not under backups/agents/<agent>/".into()))?;
+        let agent = AgentId::new(agent).map_err(|e| refuse(e.to_string()))?;
+        let name = check_snapshot(agent.as_str(), rel).map_err(refuse)?;
+        Ok((agent, name))
     }
 
-    /// Reads and folds an agent's whole log.
-    fn read_state(&self, agent: &AgentId) -> Result<Option<(u64, AgentState)>, Error> {
-        let path = self.events_path(agent);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
-        };
+    /// Reads, checks and folds an agent's whole log from `file`.
+    fn read_state(&self, agent: &AgentId, mut file: File) -> Result<(u64, AgentState), Error> {
+        let rel = log_rel(agent);
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .fs_context(|| format!("reading {rel}"))?;
         let mut state = AgentState::default();
         for (n, line) in complete_lines(&bytes).enumerate() {
-            let line: Line = serde_json::from_slice(line)
-                .map_err(|e| Error::Store(format!("{} line {}: {e}", path.display(), n + 1)))?;
+            let corrupt = |why: String| {
+                Error::Store(format!(
+                    "agent {agent}: {rel} line {}: {why} (repair or remove the line)",
+                    n + 1
+                ))
+            };
+            let line: Line = serde_json::from_slice(line).map_err(|e| corrupt(e.to_string()))?;
+            state.check_event(agent, &line.event).map_err(corrupt)?;
             state.apply(&line.event);
         }
-        Ok(Some((bytes.len() as u64, state)))
+        Ok((bytes.len() as u64, state))
     }
 
-    /// The last complete line of an agent's log, reading only its end.
+    /// The last complete line of an agent's log, reading only its end. A last line that
+    /// does not parse is reported with its line number (by reading the whole log).
     fn last_line(&self, agent: &AgentId) -> Result<Option<Line>, Error> {
-        let path = self.events_path(agent);
-        let mut file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+        let Some(dir) = self.agent_dir(agent, false)? else {
+            return Ok(None);
         };
-        let len = file
-            .metadata()
-            .context(|| format!("stat {}", path.display()))?
-            .len();
+        let Some((mut file, len)) = self.open_log(agent, &dir, OFlags::RDONLY)? else {
+            return Ok(None);
+        };
+        let rel = log_rel(agent);
         let mut window = TAIL_WINDOW.min(len);
         loop {
             let mut buf = vec![0; window as usize];
             file.seek(SeekFrom::Start(len - window))
                 .and_then(|_| file.read_exact(&mut buf))
-                .context(|| format!("reading {}", path.display()))?;
+                .fs_context(|| format!("reading {rel}"))?;
             // The bytes before the first newline may be a partial line unless we read from 0.
             let usable = if window == len {
                 &buf[..]
@@ -290,9 +340,17 @@ impl FsStore {
                 }
             };
             if let Some(last) = complete_lines(usable).last() {
-                let line = serde_json::from_slice(last)
-                    .map_err(|e| Error::Store(format!("{}: last line: {e}", path.display())))?;
-                return Ok(Some(line));
+                return match serde_json::from_slice(last) {
+                    Ok(line) => Ok(Some(line)),
+                    Err(e) => {
+                        file.seek(SeekFrom::Start(0))
+                            .fs_context(|| format!("reading {rel}"))?;
+                        self.read_state(agent, file)?;
+                        Err(Error::Store(format!(
+                            "agent {agent}: {rel}: last line: {e}"
+                        )))
+                    }
+                };
             }
             if window == len {
                 return Ok(None);
@@ -300,6 +358,39 @@ impl FsStore {
             window = (window * 4).min(len);
         }
     }
+
+    /// Does a snapshot named by the registry still exist?
+    fn backup_exists(&self, rel: &str) -> bool {
+        let Ok((agent, name)) = self.snapshot_parts(rel) else {
+            return false;
+        };
+        matches!(self.backup_dir(&agent, false), Ok(Some(dir)) if matches!(dir.stat(name), Ok(Some(_))))
+    }
+}
+
+/// Cuts off a torn last line left by a crash mid-append; returns the new length.
+fn cut_torn_line(file: &mut File, len: u64) -> std::io::Result<u64> {
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    if last[0] == b'\n' {
+        return Ok(len);
+    }
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(0))?;
+    file.read_to_end(&mut bytes)?;
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) as u64;
+    tracing::warn!(dropped = len - keep, "cutting a torn last line");
+    file.set_len(keep)?;
+    Ok(keep)
+}
+
+fn uuid_suffix() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos}", std::process::id())
 }
 
 /// The newline-terminated lines of `bytes`; a trailing unterminated piece (a torn append)
@@ -319,46 +410,44 @@ impl AgentLease for FileLease {}
 
 impl Store for FsStore {
     fn try_lock(&self, agent: &AgentId) -> Result<Option<Box<dyn AgentLease>>, Error> {
-        let dir = self.agent_dir(agent);
-        create_dir_all_durable(&dir).context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join(LOCK);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .context(|| format!("opening {}", path.display()))?;
+        let dir = self.agent_dir(agent, true)?.ok_or_else(|| {
+            Error::Internal(format!("agent {agent}: no directory after creating it"))
+        })?;
+        let rel = format!("{}/{LOCK}", agent_rel(agent));
+        let (file, _) = dir
+            .open_file(LOCK, OFlags::RDWR | OFlags::CREATE)
+            .fs_context(|| format!("agent {agent}: opening {rel}"))?
+            .ok_or_else(|| Error::Internal(format!("{rel} missing after creating it")))?;
         match file.try_lock() {
             Ok(()) => Ok(Some(Box::new(FileLease { _file: file }))),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(Error::io(format!("locking {}", path.display()), e))
-            }
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(format!("locking {rel}"), e)),
         }
     }
 
     fn agents(&self) -> Result<Vec<AgentId>, Error> {
-        let entries = match std::fs::read_dir(&self.agents_dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(Error::io(
-                    format!("listing {}", self.agents_dir.display()),
-                    e,
-                ))
-            }
+        let rel = format!("{STATE_DIR}/agents");
+        let Some(dir) = self
+            .dir
+            .walk(&rel)
+            .fs_context(|| format!("opening {rel}"))?
+        else {
+            return Ok(Vec::new());
         };
         let mut agents = Vec::new();
-        for entry in entries {
-            let entry = entry.context(|| format!("listing {}", self.agents_dir.display()))?;
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+        for name in dir.entries().fs_context(|| format!("listing {rel}"))? {
+            let Ok(agent) = AgentId::new(&name) else {
                 continue;
             };
-            if let Ok(agent) = AgentId::new(&name) {
-                if entry.path().join(EVENTS).exists() {
-                    agents.push(agent);
-                }
+            // A symlink (or anything but a directory) where an agent's directory belongs
+            // is listed: that agent is then reported broken, not silently skipped.
+            let listed = match dir.open_dir(&name) {
+                Ok(Some(sub)) => matches!(sub.stat(EVENTS), Ok(Some(_))),
+                Ok(None) => false,
+                Err(_) => true,
+            };
+            if listed {
+                agents.push(agent);
             }
         }
         agents.sort();
@@ -366,20 +455,18 @@ impl Store for FsStore {
     }
 
     fn load(&self, agent: &AgentId) -> Result<Option<Arc<AgentState>>, Error> {
-        let path = self.events_path(agent);
-        let len = match std::fs::metadata(&path) {
-            Ok(m) => m.len(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(format!("stat {}", path.display()), e)),
+        let Some(dir) = self.agent_dir(agent, false)? else {
+            return Ok(None);
+        };
+        let Some((file, len)) = self.open_log(agent, &dir, OFlags::RDONLY)? else {
+            return Ok(None);
         };
         if let Some(cached) = self.cache().get(agent) {
             if cached.len == len {
                 return Ok(Some(cached.state.clone()));
             }
         }
-        let Some((len, state)) = self.read_state(agent)? else {
-            return Ok(None);
-        };
+        let (len, state) = self.read_state(agent, file)?;
         let state = Arc::new(state);
         self.cache().insert(
             agent.clone(),
@@ -402,10 +489,7 @@ impl Store for FsStore {
     }
 
     fn check_backup_dir(&self, agent: &AgentId) -> Result<(), Error> {
-        check_inside_root(
-            &self.root,
-            &self.root.join("backups/agents").join(agent.as_str()),
-        )
+        self.backup_dir(agent, false).map(drop)
     }
 
     fn write_backup_deferred(
@@ -414,46 +498,43 @@ impl Store for FsStore {
         path: &str,
         bytes: &[u8],
     ) -> Result<(), Error> {
-        let abs = self.backup_abs(path)?;
-        let dir = abs.parent().unwrap_or(&self.root);
-        create_dir_all_durable(dir).context(|| format!("creating {}", dir.display()))?;
-        // Re-check after creating: nothing may have been swapped for a symlink meanwhile.
-        check_inside_root(&self.root, dir)?;
-        bluegreen_core::util::write_new(&abs, bytes)
-            .context(|| format!("writing snapshot {path}"))?;
-        self.deferred()
-            .entry(agent.clone())
-            .or_default()
-            .backups
-            .push(abs);
+        let (owner, name) = self.snapshot_parts(path)?;
+        if &owner != agent {
+            return Err(Error::Store(format!(
+                "refusing snapshot path {path:?}: not agent {agent}'s"
+            )));
+        }
+        let dir = self.backup_dir(agent, true)?.ok_or_else(|| {
+            Error::Internal(format!("no {} after creating it", backups_rel(agent)))
+        })?;
+        let file = dir
+            .write_new(name, bytes)
+            .fs_context(|| format!("writing snapshot {path}"))?;
+        let mut deferred = self.deferred();
+        let entry = deferred.entry(agent.clone()).or_default();
+        entry.backups.push(file);
+        entry.backup_dir = Some(dir);
         Ok(())
     }
 
-    /// Syncs the agent's deferred snapshots, then its log, then the snapshots' directories.
+    /// Syncs the agent's deferred snapshots, then its log, then the snapshots' directory.
     /// One after another: ext4 commits its journal once for whichever comes first and the
     /// rest find little left to do, so threads (measured) bought nothing but CPU time.
     fn sync(&self, agent: &AgentId) -> Result<(), Error> {
         let Some(deferred) = self.deferred().remove(agent) else {
             return Ok(());
         };
-        let sync_one = |path: &Path| -> Result<(), Error> {
-            File::open(path)
-                .and_then(|f| f.sync_all())
-                .context(|| format!("syncing {}", path.display()))
-        };
-        let mut dirs: Vec<&Path> = Vec::new();
-        for abs in &deferred.backups {
-            sync_one(abs)?;
-            let dir = abs.parent().unwrap_or(&self.root);
-            if !dirs.contains(&dir) {
-                dirs.push(dir);
-            }
+        for file in &deferred.backups {
+            file.sync_all()
+                .fs_context(|| format!("syncing a snapshot in {}", backups_rel(agent)))?;
         }
-        if deferred.log {
-            sync_one(&self.events_path(agent))?;
+        if let Some(log) = &deferred.log {
+            log.sync_all()
+                .fs_context(|| format!("syncing {}", log_rel(agent)))?;
         }
-        for dir in dirs {
-            sync_one(dir)?;
+        if let Some(dir) = &deferred.backup_dir {
+            dir.sync()
+                .fs_context(|| format!("syncing {}", backups_rel(agent)))?;
         }
         Ok(())
     }
@@ -464,37 +545,36 @@ impl Store for FsStore {
     }
 
     fn read_backup(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
-        let abs = self.backup_abs(path)?;
-        match std::fs::read(&abs) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(format!("reading snapshot {path}"), e)),
-        }
+        let (agent, name) = self.snapshot_parts(path)?;
+        let Some(dir) = self.backup_dir(&agent, false)? else {
+            return Ok(None);
+        };
+        dir.read(name)
+            .fs_context(|| format!("reading snapshot {path}"))
     }
 
     fn remove_backup(&self, path: &str) -> Result<(), Error> {
-        let abs = self.backup_abs(path)?;
+        let (agent, name) = self.snapshot_parts(path)?;
+        let Some(dir) = self.backup_dir(&agent, false)? else {
+            return Ok(());
+        };
         // Not synced: a deletion lost to a power cut leaves the file, which the next
         // operation deletes again (the record that dropped it is what must be durable).
-        self.trash.discard(&abs)
+        self.trash.discard(&dir, name, path)
     }
 
     fn list_backups(&self, agent: &AgentId) -> Result<Vec<String>, Error> {
-        let dir = self.root.join("backups/agents").join(agent.as_str());
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+        let rel = backups_rel(agent);
+        let Some(dir) = self.backup_dir(agent, false)? else {
+            return Ok(Vec::new());
         };
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.context(|| format!("listing {}", dir.display()))?;
-            if let Some(name) = entry.file_name().to_str() {
-                if name.starts_with("green_") {
-                    out.push(format!("backups/agents/{agent}/{name}"));
-                }
-            }
-        }
+        let mut out: Vec<String> = dir
+            .entries()
+            .fs_context(|| format!("listing {rel}"))?
+            .into_iter()
+            .filter(|name| name.starts_with("green_"))
+            .map(|name| format!("{rel}/{name}"))
+            .collect();
         out.sort();
         Ok(out)
     }
@@ -502,16 +582,18 @@ impl Store for FsStore {
     fn pending_agents(&self) -> Result<Vec<AgentId>, Error> {
         let mut out = Vec::new();
         for agent in self.agents()? {
-            let Some(line) = self.last_line(&agent)? else {
-                continue;
-            };
-            let needs_recovery = match &line.event {
-                Event::Begin(_) | Event::RollbackBegin(_) => true,
-                // A crash between recording a prune and deleting its files.
-                Event::Finish { pruned, .. } | Event::Rollback { pruned, .. } => pruned
-                    .iter()
-                    .any(|p| self.backup_abs(p).is_ok_and(|abs| abs.exists())),
-                Event::RollbackAbandoned { .. } => false,
+            let needs_recovery = match self.last_line(&agent) {
+                Ok(None) => false,
+                // Broken: recovery reports it (and only it).
+                Err(_) => true,
+                Ok(Some(line)) => match &line.event {
+                    Event::Begin(_) | Event::RollbackBegin(_) => true,
+                    // A crash between recording a prune and deleting its files.
+                    Event::Finish { pruned, .. } | Event::Rollback { pruned, .. } => {
+                        pruned.iter().any(|p| self.backup_exists(p))
+                    }
+                    Event::RollbackAbandoned { .. } => false,
+                },
             };
             if needs_recovery {
                 out.push(agent);
@@ -520,14 +602,25 @@ impl Store for FsStore {
         Ok(out)
     }
 
-    fn live_versions(&self) -> Result<BTreeMap<AgentId, DeploymentRecord>, Error> {
-        let mut out = BTreeMap::new();
+    fn active_versions(&self) -> Result<ActiveVersions, Error> {
+        let mut out = ActiveVersions::default();
         for agent in self.agents()? {
-            if let Some(live) = self.last_line(&agent)?.and_then(|l| l.live) {
-                out.insert(agent, live);
+            match self.last_line(&agent) {
+                Ok(line) => {
+                    if let Some(live) = line.and_then(|l| l.live) {
+                        out.live.insert(agent, live);
+                    }
+                }
+                Err(e) => {
+                    out.broken.insert(agent, e.to_string());
+                }
             }
         }
         Ok(out)
+    }
+
+    fn live_versions(&self) -> Result<BTreeMap<AgentId, DeploymentRecord>, Error> {
+        Ok(self.active_versions()?.live)
     }
 }
 
@@ -544,7 +637,7 @@ mod tests {
             deployment_id: id.clone(),
             timestamp: chrono::Utc::now(),
             file_path: format!("{agent}.py"),
-            staged_path: format!(".{agent}.py.staged"),
+            staged_path: format!(".{agent}.py.bluegreen-{id}.staged"),
             sha256: "a".repeat(64),
             green_sha256: None,
             backup_path: None,

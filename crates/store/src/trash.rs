@@ -5,96 +5,107 @@
 //! `backups/` at once, so retention is exact when the call returns. A background thread
 //! unlinks what lands in the trash. Anything left there (a process that died first) is
 //! deleted when the next process's reaper starts; nothing in the trash is referenced.
+//!
+//! Everything is by descriptor: the trash is reached from the root without following
+//! symlinks (a symlinked trash is not used: files are then deleted in place), files are
+//! renamed into it with `renameat` and unlinked there with `unlinkat`.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 
-use bluegreen_core::error::IoContext;
-use bluegreen_core::paths::check_inside_root;
-use bluegreen_core::util::create_dir_all_durable;
+use bluegreen_core::dirfd::{Dir, FsContext};
 use bluegreen_core::Error;
 
+const TRASH: &str = ".bluegreen/trash";
+
 pub(crate) struct Trash {
-    root: PathBuf,
-    dir: PathBuf,
+    root: Dir,
     reaper: Mutex<Option<Reaper>>,
     binned: AtomicU64,
 }
 
 struct Reaper {
-    queue: Sender<PathBuf>,
+    dir: Dir,
+    queue: Sender<String>,
     thread: JoinHandle<()>,
 }
 
 impl Trash {
-    pub(crate) fn new(root: &Path, dir: PathBuf) -> Self {
+    pub(crate) fn new(root: Dir) -> Self {
         Self {
-            root: root.to_owned(),
-            dir,
+            root,
             reaper: Mutex::new(None),
             binned: AtomicU64::new(0),
         }
     }
 
-    /// Takes `path` out of its directory now and deletes it soon. A missing file is fine.
-    pub(crate) fn discard(&self, path: &Path) -> Result<(), Error> {
+    /// Takes `name` out of `from` now and deletes it soon. A missing file is fine.
+    pub(crate) fn discard(&self, from: &Dir, name: &str, rel: &str) -> Result<(), Error> {
         let mut reaper = self.reaper.lock().unwrap_or_else(|p| p.into_inner());
         if reaper.is_none() {
-            *reaper = self.start().ok();
+            *reaper = match self.start() {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no trash directory; deleting in place");
+                    None
+                }
+            };
         }
+        let remove_in_place = || {
+            from.unlink(name)
+                .map(drop)
+                .fs_context(|| format!("removing {rel}"))
+        };
         let Some(running) = reaper.as_ref() else {
-            // No trash directory (or no thread): delete in place.
-            return remove_if_exists(path);
+            return remove_in_place();
         };
         // Unique enough: a clash would only replace other garbage.
-        let name = format!(
-            "{}-{}-{}",
+        let binned = format!(
+            "{}-{}-{name}",
             std::process::id(),
             self.binned.fetch_add(1, Ordering::Relaxed),
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
         );
-        let binned = self.dir.join(name);
-        match std::fs::rename(path, &binned) {
+        match from.rename(name, &running.dir, &binned) {
             Ok(()) => {
                 if running.queue.send(binned.clone()).is_err() {
-                    remove_if_exists(&binned)?;
+                    running
+                        .dir
+                        .unlink(&binned)
+                        .fs_context(|| format!("removing {TRASH}/{binned}"))?;
                 }
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             // E.g. `backups/` on another filesystem: delete in place.
-            Err(_) => remove_if_exists(path),
+            Err(_) => remove_in_place(),
         }
     }
 
     fn start(&self) -> Result<Reaper, Error> {
-        create_dir_all_durable(&self.dir).context(|| format!("creating {}", self.dir.display()))?;
-        // Renaming into a symlinked trash would move files out of the root.
-        check_inside_root(&self.root, &self.dir)?;
-        let (queue, binned) = channel::<PathBuf>();
-        let dir = self.dir.clone();
+        // A symlink at `.bluegreen` or its `trash` is refused, not followed.
+        let dir = self
+            .root
+            .walk_create(TRASH)
+            .fs_context(|| format!("opening {TRASH}"))?;
+        let (queue, binned) = channel::<String>();
+        let reaping = dir.try_clone().fs_context(|| format!("opening {TRASH}"))?;
         let thread = std::thread::Builder::new()
             .name("bluegreen-trash".into())
             .spawn(move || {
                 // Leftovers of processes that exited before their reaper caught up.
-                if let Ok(entries) = std::fs::read_dir(&dir) {
-                    for entry in entries.flatten() {
-                        let _ = std::fs::remove_file(entry.path());
-                    }
+                for name in reaping.entries().unwrap_or_default() {
+                    let _ = reaping.unlink(&name);
                 }
-                for path in binned {
-                    if let Err(e) = std::fs::remove_file(&path) {
-                        if e.kind() != std::io::ErrorKind::NotFound {
-                            tracing::warn!(path = %path.display(), error = %e, "deleting a pruned snapshot");
-                        }
+                for name in binned {
+                    if let Err(e) = reaping.unlink(&name) {
+                        tracing::warn!(file = %name, error = %e, "deleting a pruned snapshot");
                     }
                 }
             })
-            .context(|| "starting the trash thread".to_owned())?;
-        Ok(Reaper { queue, thread })
+            .fs_context(|| "starting the trash thread".to_owned())?;
+        Ok(Reaper { dir, queue, thread })
     }
 }
 
@@ -106,17 +117,9 @@ impl Drop for Trash {
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(Reaper { queue, thread }) = reaper {
+        if let Some(Reaper { queue, thread, .. }) = reaper {
             drop(queue);
             let _ = thread.join();
         }
-    }
-}
-
-fn remove_if_exists(path: &Path) -> Result<(), Error> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
     }
 }
