@@ -157,11 +157,9 @@ async fn a_state_directory_symlinked_inside_the_root_is_not_followed() {
     std::fs::create_dir_all(f.root.join("elsewhere")).unwrap();
     std::fs::create_dir_all(f.root.join(".bluegreen")).unwrap();
     std::os::unix::fs::symlink("../elsewhere", f.root.join(".bluegreen/agents")).unwrap();
-    let service = f.service();
-    let err = service
-        .deploy_hot_swap("alpha", b"a = 1\n", "agents/alpha.py")
-        .await
-        .unwrap_err();
+    // The store refuses to open through it; nothing is written where it leads.
+    let err = FsStore::open(&f.root).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadInput, "{err}");
     assert!(err.to_string().contains("symlink"), "{err}");
     assert_eq!(
         std::fs::read_dir(f.root.join("elsewhere")).unwrap().count(),

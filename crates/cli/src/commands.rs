@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::cli::{Cli, Command, DeployArgs, GlobalArgs, RollbackArgs, ServeArgs, VerifyArgs};
 use crate::render::{self, Verbosity};
-use crate::{build_service, exit, json, CliError, Config};
+use crate::{exit, json, CliError, Config};
 
 /// What a command produced: its exit code, its JSON document and its human text (or, for
 /// `show`, raw bytes written as they are). A `Null` document means the command printed its
@@ -183,12 +183,23 @@ async fn execute(cli: &Cli) -> Result<Output, CliError> {
     // The root is checked before the config so a missing root is reported as such.
     bluegreen_core::paths::canonical_root(&root)?;
     let config = Config::discover(&root, cli.global.config.as_deref())?;
-    let service = build_service(&root, &config)?;
+    let reserved: Vec<PathBuf> = match &cli.command {
+        Command::Serve(args) => args.token_file.iter().cloned().collect(),
+        _ => Vec::new(),
+    };
+    let service = crate::build_service_reserving(&root, &config, &reserved)?;
 
-    // Every command first repairs what a crash interrupted.
+    // Every command first repairs what a crash interrupted. An agent that cannot be
+    // recovered (a corrupt registry) is reported and left alone; the others go on.
     let recovery = service.recover().await?;
     for action in &recovery.actions {
         tracing::warn!(agent = %action.agent_id, "recovered: {}", action.action);
+    }
+    if !matches!(cli.command, Command::Status(_) | Command::Recover) {
+        // (`status` and `recover` report these themselves.)
+        for (agent, error) in &recovery.broken {
+            tracing::warn!(%agent, "cannot recover: {error}");
+        }
     }
 
     let verbosity = Verbosity {
@@ -197,7 +208,7 @@ async fn execute(cli: &Cli) -> Result<Output, CliError> {
     match &cli.command {
         Command::Deploy(args) => deploy(&service, &config, args, verbosity).await,
         Command::Rollback(args) => rollback(&service, args, verbosity).await,
-        Command::Status(args) => status(&service, args.agent_id.as_deref()),
+        Command::Status(args) => status(&service, args.agent_id.as_deref(), &recovery),
         Command::History(args) => {
             let deployments = service.history(&args.agent_id)?;
             Ok(Output::success(
@@ -208,10 +219,14 @@ async fn execute(cli: &Cli) -> Result<Output, CliError> {
         Command::Verify(args) => verify(&service, &config, args, verbosity).await,
         Command::Show(args) => crate::inspect::commands::show(&service, args),
         Command::Diff(args) => crate::inspect::commands::diff(&service, args),
-        Command::Recover => Ok(Output::success(
-            json::recover(&recovery),
-            render::recover(&recovery),
-        )),
+        Command::Recover => Ok(Output {
+            code: if recovery.broken.is_empty() {
+                exit::SUCCESS
+            } else {
+                exit::code_for(bluegreen_core::ErrorKind::Io)
+            },
+            ..Output::success(json::recover(&recovery), render::recover(&recovery))
+        }),
         Command::Serve(args) => serve(service.clone(), args, cli.global.json).await,
         Command::Completions(_) => Err(CliError::Io(
             "completions are handled before a root is opened".into(),
@@ -325,14 +340,41 @@ async fn rollback(
     ))
 }
 
-fn status(service: &BlueGreenService, agent: Option<&str>) -> Result<Output, CliError> {
-    let mut live = service.active_versions()?;
+/// `status`: every readable agent's LIVE record. Agents whose registry cannot be read (or
+/// could not be recovered) are reported on stderr and under an additive `"errors"` key of
+/// the JSON document, and make the exit code 4, while the others are still shown.
+fn status(
+    service: &BlueGreenService,
+    agent: Option<&str>,
+    recovery: &bluegreen_core::RecoveryReport,
+) -> Result<Output, CliError> {
+    let status = service.status()?;
+    let mut live = status.live;
+    let mut broken = status.broken;
+    for (id, error) in &recovery.broken {
+        broken.entry(id.clone()).or_insert_with(|| error.clone());
+    }
     if let Some(agent) = agent {
         // An agent that never deployed is an error; one with nothing live is an empty answer.
+        if let Some((_, error)) = broken.iter().find(|(id, _)| id.as_str() == agent) {
+            return Err(CliError::Core(bluegreen_core::Error::Store(error.clone())));
+        }
         service.history(agent)?;
         live.retain(|id, _| id.as_str() == agent);
+        broken.clear();
     }
-    Ok(Output::success(json::status(&live), render::status(&live)))
+    let mut output = Output::success(
+        json::with_errors(json::status(&live), &broken),
+        render::status(&live),
+    );
+    if !broken.is_empty() {
+        let mut stderr = anstream::stderr();
+        for error in broken.values() {
+            let _ = writeln!(stderr, "error: {error}");
+        }
+        output.code = exit::code_for(bluegreen_core::ErrorKind::Io);
+    }
+    Ok(output)
 }
 
 async fn verify(

@@ -95,7 +95,20 @@ pub fn verify(passed: bool, outcomes: &[VerifierOutcome]) -> Value {
 }
 
 pub fn recover(report: &RecoveryReport) -> Value {
-    json!({ "recovered": report.actions, "busy": report.busy })
+    let broken: BTreeMap<AgentId, String> = report.broken.iter().cloned().collect();
+    with_errors(
+        json!({ "recovered": report.actions, "busy": report.busy }),
+        &broken,
+    )
+}
+
+/// `doc` plus an additive `"errors":{"<agent_id>":"<message>"}` naming the agents whose
+/// registry cannot be read (left out when there are none).
+pub fn with_errors(mut doc: Value, broken: &BTreeMap<AgentId, String>) -> Value {
+    if !broken.is_empty() {
+        doc["errors"] = json!(broken);
+    }
+    doc
 }
 
 /// An error as one JSON document: `{"status":"failed","error","error_kind","exit_code"}`

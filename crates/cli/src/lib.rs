@@ -94,6 +94,17 @@ impl From<config::LoadError> for CliError {
 /// (default, per agent, health) and limits. Callers run [`BlueGreenService::recover`]
 /// before anything else.
 pub fn build_service(root: &Path, config: &Config) -> Result<BlueGreenService, CliError> {
+    build_service_reserving(root, config, &[])
+}
+
+/// [`build_service`], with `reserved` files (e.g. the server's token file) that may never
+/// be deployment targets, besides the active config file and `<root>/bluegreen.toml`,
+/// which are always reserved.
+pub fn build_service_reserving(
+    root: &Path,
+    config: &Config,
+    reserved: &[std::path::PathBuf],
+) -> Result<BlueGreenService, CliError> {
     let store = bluegreen_store::FsStore::open(root)?;
     let mut verifiers = verifiers::Verifiers::default();
     let chain = |v: &mut verifiers::Verifiers, names: &[String]| {
@@ -103,7 +114,11 @@ pub fn build_service(root: &Path, config: &Config) -> Result<BlueGreenService, C
         .store(store)
         .limits(config.limits)
         .chain(chain(&mut verifiers, &config.default_chain)?)
-        .health_chain(chain(&mut verifiers, &config.health_chain)?);
+        .health_chain(chain(&mut verifiers, &config.health_chain)?)
+        .reserve(root.join(config::FILE_NAME));
+    for path in config.path.iter().chain(reserved) {
+        builder = builder.reserve(path.clone());
+    }
     for (agent, agent_config) in &config.agents {
         if let Some(names) = &agent_config.chain {
             builder = builder.agent_chain(agent.clone(), chain(&mut verifiers, names)?);

@@ -271,6 +271,9 @@ pub fn recover(report: &RecoveryReport) -> String {
     for agent in &report.busy {
         let _ = writeln!(out, "skipped {agent}: another process is operating on it");
     }
+    for (agent, error) in &report.broken {
+        let _ = writeln!(out, "cannot recover {agent}: {error}");
+    }
     if out.is_empty() {
         out.push_str("nothing to recover\n");
     }

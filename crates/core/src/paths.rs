@@ -211,11 +211,21 @@ pub fn check_inside_root(root: &Path, dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// A registry value for a message: quoted, but never an absolute path (which would name
+/// something outside the root, or the root itself).
+fn shown(p: &str) -> String {
+    if p.starts_with('/') {
+        "an absolute path".to_owned()
+    } else {
+        format!("{p:?}")
+    }
+}
+
 /// Checks a target path read back from the registry: relative, `/`-separated plain
 /// components, not under bluegreen's own directories. (Lexical: the deployment then reaches
 /// it by descriptor without following symlinks.)
 pub fn check_registry_target(rel: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("file path {rel:?} {why}"));
+    let bad = |why: &str| Err(format!("file path {} {why}", shown(rel)));
     if rel.is_empty() || rel.starts_with('/') || rel.ends_with('/') {
         return bad("is not a relative file path");
     }
@@ -259,7 +269,9 @@ pub fn check_staged<'a>(file_path: &str, staged: &'a str) -> Result<&'a str, Str
     let (sdir, sname) = crate::dirfd::split_rel(staged);
     if sdir != dir || !is_staged_name(name, sname) {
         return Err(format!(
-            "staged path {staged:?} is not a staged sibling of {file_path:?}"
+            "staged path {} is not a staged sibling of {}",
+            shown(staged),
+            shown(file_path)
         ));
     }
     Ok(sname)
@@ -279,7 +291,12 @@ pub fn check_snapshot<'a>(agent: &str, path: &'a str) -> Result<&'a str, String>
                 && *n != "."
                 && *n != ".."
         });
-    name.ok_or_else(|| format!("snapshot path {path:?} is not a snapshot of agent {agent}"))
+    name.ok_or_else(|| {
+        format!(
+            "snapshot path {} is not a snapshot of agent {agent}",
+            shown(path)
+        )
+    })
 }
 
 #[cfg(test)]

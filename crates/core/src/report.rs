@@ -80,4 +80,7 @@ pub struct RecoveryReport {
     pub actions: Vec<RecoveryAction>,
     /// Agents skipped because a live process holds their lock (its work is not a crash).
     pub busy: Vec<AgentId>,
+    /// Agents that could not be recovered (a corrupt registry, a state directory that is a
+    /// symlink), each with its error; every other agent was recovered.
+    pub broken: Vec<(AgentId, String)>,
 }

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{SubsecRound, Utc};
 
-use crate::error::{Error, IoContext};
+use crate::dirfd::{self, Dir, FileId, FsContext};
+use crate::error::Error;
 use crate::fault::{self, FaultPoint};
 use crate::ids::{AgentId, DeploymentId};
 use crate::memory::MemoryStore;
@@ -27,10 +28,7 @@ use crate::report::{
 use crate::store::{
     AgentLease, AgentState, Begin, DeploymentRecord, Event, RollbackBegin, Status, Store,
 };
-use crate::util::{
-    create_dir_all_durable, fsync_dir, link_unnamed, sha256_hex, write_new, write_new_synced,
-    write_unnamed,
-};
+use crate::util::sha256_hex;
 use crate::verify::{Chain, ChainReport, VerifyRequest};
 
 /// How long `recover()` waits for an agent's lock before deciding a live process holds it.
@@ -68,6 +66,7 @@ pub struct ServiceBuilder {
     health: Chain,
     limits: Limits,
     crash_at: Option<FaultPoint>,
+    reserved: Vec<PathBuf>,
 }
 
 impl ServiceBuilder {
@@ -104,6 +103,14 @@ impl ServiceBuilder {
         self
     }
 
+    /// A file that may never be a deployment target (the CLI reserves its active config
+    /// file and the token file). Compared by path and, if it exists, by device and inode,
+    /// so another spelling or a hard link is caught too. May be missing or outside the root.
+    pub fn reserve(mut self, path: impl Into<PathBuf>) -> Self {
+        self.reserved.push(path.into());
+        self
+    }
+
     /// Arms an in-process crash at `point` (tests; see [`crate::fault`]).
     pub fn crash_at(mut self, point: FaultPoint) -> Self {
         self.crash_at = Some(point);
@@ -120,8 +127,16 @@ impl ServiceBuilder {
         let store = self
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::new()) as Arc<dyn Store>);
+        let dir = Dir::open_root(&root).fs_context(|| "opening the root".to_owned())?;
+        let reserved = self
+            .reserved
+            .iter()
+            .map(|p| Reserved::new(&root, p))
+            .collect();
         Ok(BlueGreenService {
             inner: Arc::new(Inner {
+                dir,
+                reserved,
                 root,
                 store,
                 chain: self.chain,
@@ -135,8 +150,36 @@ impl ServiceBuilder {
     }
 }
 
+/// A reserved file: its root-relative path (if inside the root) and identity (if it exists).
+#[derive(Debug)]
+struct Reserved {
+    rel: Option<String>,
+    id: Option<FileId>,
+}
+
+impl Reserved {
+    fn new(root: &Path, path: &Path) -> Self {
+        let abs = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            root.join(path)
+        };
+        let canon = abs.canonicalize().unwrap_or(abs);
+        let rel = canon
+            .strip_prefix(root)
+            .ok()
+            .and_then(|r| r.to_str())
+            .map(str::to_owned);
+        let id = rustix::fs::stat(&canon).ok().map(|st| FileId::from(&st));
+        Self { rel, id }
+    }
+}
+
 struct Inner {
     root: PathBuf,
+    /// The root, opened once: targets are reached from it by descriptor.
+    dir: Dir,
+    reserved: Vec<Reserved>,
     store: Arc<dyn Store>,
     chain: Chain,
     agent_chains: HashMap<AgentId, Chain>,
@@ -190,6 +233,7 @@ impl BlueGreenService {
             health: Chain::new(),
             limits: Limits::default(),
             crash_at: None,
+            reserved: Vec::new(),
         }
     }
 
@@ -208,7 +252,21 @@ impl BlueGreenService {
 
     /// Resolves a target path under the root with the contract's input rules.
     pub fn resolve(&self, file_path: &str) -> Result<Target, Error> {
-        paths::resolve_target(&self.inner.root, file_path)
+        let target = paths::resolve_target(&self.inner.root, file_path)?;
+        let id = rustix::fs::lstat(&target.abs)
+            .ok()
+            .map(|st| FileId::from(&st));
+        let reserved =
+            self.inner.reserved.iter().any(|r| {
+                r.rel.as_deref() == Some(target.rel.as_str()) || (id.is_some() && r.id == id)
+            });
+        if reserved {
+            return Err(Error::BadInput(format!(
+                "invalid file path {file_path:?}: {} is reserved (bluegreen's configuration or token file)",
+                target.rel
+            )));
+        }
+        Ok(target)
     }
 
     /// Backs up GREEN, stages `new_code`, verifies it, cuts over and (with a health chain)
@@ -258,7 +316,7 @@ impl BlueGreenService {
                 )))
             }
         };
-        let green = read_if_exists(&target.abs)?;
+        let (green, green_mode) = self.read_green(&target)?;
 
         let deployment_id = DeploymentId::generate();
         // Millisecond precision: the snapshot name carries the same instant.
@@ -297,7 +355,7 @@ impl BlueGreenService {
             begin: &begin,
             code: req.code,
             green: green.as_deref(),
-            green_mode: std::fs::metadata(&target.abs).ok().map(|m| m.permissions()),
+            green_mode,
             chain: &chain,
         };
         match self.run_deployment(run).await {
@@ -326,14 +384,19 @@ impl BlueGreenService {
         //    costing a round of its own after it. (The directory is created only when it is
         //    missing, and then there is no GREEN to back up.)
         let started = Instant::now();
-        create_dir_all_durable(d.target.dir())
-            .context(|| format!("creating the directory of {}", d.target.rel))?;
-        let unnamed = write_unnamed(d.target.dir(), d.code)
-            .context(|| format!("writing BLUE in the directory of {}", d.target.rel))?;
+        let dir = self.target_dir(d.target, true)?.ok_or_else(|| {
+            Error::Internal(format!(
+                "no directory for {} after creating it",
+                d.target.rel
+            ))
+        })?;
+        let unnamed = dir
+            .write_unnamed(d.code)
+            .fs_context(|| format!("writing BLUE in the directory of {}", d.target.rel))?;
         if let (Some(file), Some(mode)) = (&unnamed, d.green_mode.clone()) {
             // BLUE keeps GREEN's permissions (an executable or 0600 file stays so).
             file.set_permissions(mode)
-                .context(|| format!("setting the permissions of BLUE for {}", d.target.rel))?;
+                .fs_context(|| format!("setting the permissions of BLUE for {}", d.target.rel))?;
         }
         let unnamed_sync =
             unnamed.map(|file| tokio::task::spawn_blocking(move || file.sync_all().map(|()| file)));
@@ -349,7 +412,7 @@ impl BlueGreenService {
             Some(task) => Some(
                 task.await
                     .map_err(|e| Error::Internal(format!("staging sync task: {e}")))?
-                    .context(|| format!("syncing BLUE for {}", d.target.rel))?,
+                    .fs_context(|| format!("syncing BLUE for {}", d.target.rel))?,
             ),
             None => None,
         };
@@ -361,19 +424,21 @@ impl BlueGreenService {
         //    fsync runs while BLUE is verified, completing before the rename.
         let started = Instant::now();
         let staged = root.join(&d.begin.staged_path);
+        let staged_name = dirfd::split_rel(&d.begin.staged_path).1;
         let linked = unnamed
             .as_ref()
-            .is_some_and(|file| link_unnamed(file, &staged).is_ok());
+            .is_some_and(|file| dir.link_unnamed(file, staged_name).is_ok());
         drop(unnamed);
         let staged_sync = if linked {
             None
         } else {
-            let staged_file = write_new(&staged, d.code)
-                .context(|| format!("staging {}", d.begin.staged_path))?;
+            let staged_file = dir
+                .write_new(staged_name, d.code)
+                .fs_context(|| format!("staging {}", d.begin.staged_path))?;
             if let Some(mode) = d.green_mode.clone() {
                 staged_file
                     .set_permissions(mode)
-                    .context(|| format!("setting the permissions of {}", d.begin.staged_path))?;
+                    .fs_context(|| format!("setting the permissions of {}", d.begin.staged_path))?;
             }
             Some(tokio::task::spawn_blocking(move || staged_file.sync_all()))
         };
@@ -396,11 +461,11 @@ impl BlueGreenService {
             Some(task) => task
                 .await
                 .map_err(|e| Error::Internal(format!("staging sync task: {e}")))
-                .and_then(|r| r.context(|| format!("syncing {}", d.begin.staged_path))),
+                .and_then(|r| r.fs_context(|| format!("syncing {}", d.begin.staged_path))),
             None => Ok(()),
         };
         if !verification.passed {
-            remove_and_sync(&staged)?;
+            remove_and_sync(&dir, staged_name, &d.begin.staged_path)?;
             let reason = verification.summary().map(|s| one_line(&s, 500));
             let meta = self.finish(d.agent, d.begin, Status::Failed, reason.clone())?;
             return Ok(report(
@@ -417,11 +482,11 @@ impl BlueGreenService {
 
         // 4. Cutover: one atomic rename, then the directory fsync that makes it durable.
         let started = Instant::now();
-        std::fs::rename(&staged, &d.target.abs)
-            .context(|| format!("renaming the staged file over {}", d.target.rel))?;
+        dir.rename(staged_name, &dir, d.target.file_name())
+            .fs_context(|| format!("renaming the staged file over {}", d.target.rel))?;
         self.fault(FaultPoint::AfterRename)?;
-        fsync_dir(d.target.dir())
-            .context(|| format!("syncing the directory of {}", d.target.rel))?;
+        dir.sync()
+            .fs_context(|| format!("syncing the directory of {}", d.target.rel))?;
         let mut meta = self.finish(d.agent, d.begin, Status::Live, None)?;
         stages.push(timing("cutover", true, started));
 
@@ -608,9 +673,20 @@ impl BlueGreenService {
         })
     }
 
-    /// The LIVE record of every agent (the `active_versions` registry).
+    /// The LIVE record of every agent (the `active_versions` registry). Agents whose
+    /// registry cannot be read are left out (with a warning); [`Self::status`] names them.
     pub fn active_versions(&self) -> Result<BTreeMap<AgentId, DeploymentRecord>, Error> {
-        self.inner.store.live_versions()
+        let status = self.status()?;
+        for (agent, error) in &status.broken {
+            tracing::warn!(%agent, %error, "left out of the registry listing");
+        }
+        Ok(status.live)
+    }
+
+    /// The LIVE record of every readable agent, and every agent whose registry cannot be
+    /// read, with its error: one broken agent never hides the others.
+    pub fn status(&self) -> Result<crate::store::ActiveVersions, Error> {
+        self.inner.store.active_versions()
     }
 
     /// Every deployment of an agent, newest first.
@@ -631,25 +707,110 @@ impl BlueGreenService {
     pub async fn recover(&self) -> Result<RecoveryReport, Error> {
         let mut report = RecoveryReport::default();
         for agent in self.inner.store.pending_agents()? {
-            let _guard = match self.lock_within(&agent, RECOVERY_LOCK_WAIT).await {
+            // One agent's broken registry (or state directory) is reported, and the others
+            // are still recovered.
+            let guard = match self.lock_within(&agent, RECOVERY_LOCK_WAIT).await {
                 Ok(guard) => guard,
                 Err(Error::LockTimeout { .. }) => {
                     report.busy.push(agent);
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    report.broken.push((agent, e.to_string()));
+                    continue;
+                }
             };
-            for action in self.recover_agent_locked(&agent)? {
-                report.actions.push(RecoveryAction {
-                    agent_id: agent.clone(),
-                    action,
-                });
+            match self.recover_agent_locked(&agent) {
+                Ok(actions) => {
+                    report
+                        .actions
+                        .extend(actions.into_iter().map(|action| RecoveryAction {
+                            agent_id: agent.clone(),
+                            action,
+                        }))
+                }
+                Err(e) => report.broken.push((agent, e.to_string())),
             }
+            drop(guard);
         }
         Ok(report)
     }
 
     // ---- internals -------------------------------------------------------------------
+
+    /// The target's directory, walked from the root without following symlinks (created
+    /// durably when `create`); `None` if missing.
+    fn target_dir(&self, target: &Target, create: bool) -> Result<Option<Dir>, Error> {
+        let parent = dirfd::split_rel(&target.rel).0;
+        let dir = if create {
+            self.inner.dir.walk_create(parent).map(Some)
+        } else {
+            self.inner.dir.walk(parent)
+        };
+        dir.fs_context(|| format!("the directory of {}", target.rel))
+    }
+
+    /// GREEN's bytes and permissions (`None` if there is no file yet). Refused without
+    /// blocking or reading: a target that is not a regular file (a FIFO, a device, a
+    /// directory, a symlink swapped in) and one larger than `max_code_bytes`.
+    fn read_green(
+        &self,
+        target: &Target,
+    ) -> Result<(Option<Vec<u8>>, Option<std::fs::Permissions>), Error> {
+        use std::io::Read;
+        use std::os::unix::fs::PermissionsExt;
+        let Some(dir) = self.target_dir(target, false)? else {
+            return Ok((None, None));
+        };
+        let opened = dir
+            .open_file(target.file_name(), rustix::fs::OFlags::RDONLY)
+            .fs_context(|| format!("invalid target {}", target.rel))?;
+        let Some((mut file, st)) = opened else {
+            return Ok((None, None));
+        };
+        let limit = self.inner.limits.max_code_bytes;
+        let size = st.st_size.max(0) as u64;
+        if size > limit as u64 {
+            return Err(Error::BadInput(format!(
+                "invalid target {}: it holds {size} bytes, over the limit of {limit} bytes (max_code_bytes); not read",
+                target.rel
+            )));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        file.by_ref()
+            .take(limit as u64 + 1)
+            .read_to_end(&mut bytes)
+            .fs_context(|| format!("reading {}", target.rel))?;
+        if bytes.len() > limit {
+            return Err(Error::BadInput(format!(
+                "invalid target {}: it grew over the limit of {limit} bytes (max_code_bytes)",
+                target.rel
+            )));
+        }
+        let mode = std::fs::Permissions::from_mode(st.st_mode & 0o7777);
+        Ok((Some(bytes), Some(mode)))
+    }
+
+    /// Checks a target and staged path read back from the registry (the staged file must
+    /// be the target's sibling with the staged name pattern) and opens their directory
+    /// without following symlinks. A path that fails is the agent's corrupt registry.
+    fn registry_sibling<'s>(
+        &self,
+        agent: &AgentId,
+        file_path: &str,
+        staged_path: &'s str,
+    ) -> Result<(Option<Dir>, &'s str), Error> {
+        let corrupt = |why: String| Error::Store(format!("agent {agent}: registry: {why}"));
+        paths::check_registry_target(file_path).map_err(corrupt)?;
+        let name = paths::check_staged(file_path, staged_path).map_err(corrupt)?;
+        let parent = dirfd::split_rel(file_path).0;
+        let dir = self
+            .inner
+            .dir
+            .walk(parent)
+            .fs_context(|| format!("agent {agent}: the directory of {file_path}"))?;
+        Ok((dir, name))
+    }
 
     fn chain_for(&self, agent: &AgentId) -> &Chain {
         self.inner
@@ -731,18 +892,20 @@ impl BlueGreenService {
     /// Recovery of one agent. Lock held. Returns what it did, in words.
     fn recover_agent_locked(&self, agent: &AgentId) -> Result<Vec<String>, Error> {
         let store = &self.inner.store;
-        let root = &self.inner.root;
         let state = self.load_state(agent)?;
         let mut actions = Vec::new();
 
         if let Some(begin) = &state.pending {
-            let staged = root.join(&begin.staged_path);
-            let staged_left = staged.exists();
+            let (dir, staged_name) =
+                self.registry_sibling(agent, &begin.file_path, &begin.staged_path)?;
+            let staged_left = match &dir {
+                Some(dir) => remove_and_sync(dir, staged_name, &begin.staged_path)?,
+                None => false,
+            };
             if staged_left {
-                remove_and_sync(&staged)?;
                 actions.push(format!("removed staged file {}", begin.staged_path));
             }
-            let target_sha = sha_of_file(&root.join(&begin.file_path))?;
+            let target_sha = sha_of_file(dir.as_ref(), &begin.file_path)?;
             // BLUE is live iff the rename happened: no staged file and the target holds BLUE.
             // If BLUE == GREEN the bytes cannot tell; ABORTED is then equally true on disk.
             let went_live = !staged_left
@@ -785,13 +948,16 @@ impl BlueGreenService {
         }
 
         if let Some(rb) = &state.pending_rollback {
-            let staged = root.join(&rb.staged_path);
-            let staged_left = staged.exists();
+            let bound = state.file_path.as_deref().unwrap_or("");
+            let (dir, staged_name) = self.registry_sibling(agent, bound, &rb.staged_path)?;
+            let staged_left = match &dir {
+                Some(dir) => remove_and_sync(dir, staged_name, &rb.staged_path)?,
+                None => false,
+            };
             if staged_left {
-                remove_and_sync(&staged)?;
                 actions.push(format!("removed staged file {}", rb.staged_path));
             }
-            let target_sha = sha_of_file(&root.join(state.file_path.as_deref().unwrap_or("")))?;
+            let target_sha = sha_of_file(dir.as_ref(), bound)?;
             if !staged_left && target_sha == rb.sha256 {
                 store.append(
                     agent,
@@ -861,7 +1027,7 @@ impl BlueGreenService {
         let store = &self.inner.store;
         let sha = bytes.as_deref().map(sha256_hex);
         // What is live now is about to be replaced: keep it (nothing ever live is lost).
-        let current = read_if_exists(&target.abs)?;
+        let current = self.read_green(target)?.0;
         let now = Utc::now().trunc_subsecs(3);
         if current.is_some() {
             store.check_backup_dir(agent)?;
@@ -892,29 +1058,37 @@ impl BlueGreenService {
             if let (Some(snap), Some(bytes)) = (&snapshot, &current) {
                 store.write_backup(agent, &snap.path, bytes)?;
             }
-            match &bytes {
-                Some(bytes) => {
-                    let staged = self.inner.root.join(&rb.staged_path);
-                    create_dir_all_durable(target.dir())
-                        .context(|| format!("creating the directory of {}", target.rel))?;
-                    write_new_synced(&staged, bytes)
-                        .context(|| format!("staging {}", rb.staged_path))?;
+            let dir = self.target_dir(target, bytes.is_some())?;
+            match (&bytes, &dir) {
+                (Some(bytes), Some(dir)) => {
+                    let staged_name = dirfd::split_rel(&rb.staged_path).1;
+                    dir.write_new(staged_name, bytes)
+                        .and_then(|f| f.sync_all())
+                        .fs_context(|| format!("staging {}", rb.staged_path))?;
                     self.fault(FaultPoint::RollbackAfterStage)?;
-                    std::fs::rename(&staged, &target.abs)
-                        .context(|| format!("renaming the restored file over {}", target.rel))?;
+                    dir.rename(staged_name, dir, target.file_name())
+                        .fs_context(|| format!("renaming the restored file over {}", target.rel))?;
                 }
-                None => {
+                (None, Some(dir)) => {
                     self.fault(FaultPoint::RollbackAfterStage)?;
-                    match std::fs::remove_file(&target.abs) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            return Err(Error::io(format!("removing {}", target.rel), e))
-                        }
-                        _ => {}
-                    }
+                    dir.unlink(target.file_name())
+                        .fs_context(|| format!("removing {}", target.rel))?;
                 }
+                (Some(_), None) => {
+                    return Err(Error::Internal(format!(
+                        "no directory for {} after creating it",
+                        target.rel
+                    )))
+                }
+                (None, None) => self.fault(FaultPoint::RollbackAfterStage)?,
             }
             self.fault(FaultPoint::RollbackAfterRename)?;
-            fsync_dir(target.dir()).context(|| format!("syncing the directory of {}", target.rel))
+            match &dir {
+                Some(dir) => dir
+                    .sync()
+                    .fs_context(|| format!("syncing the directory of {}", target.rel)),
+                None => Ok(()),
+            }
         })();
         match result {
             Ok(()) => {}
@@ -1075,27 +1249,26 @@ fn staged_rel(target: &Target, tag: &str) -> String {
     }
 }
 
-/// A file's bytes, or `None` if it does not exist.
-fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, Error> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+/// The bytes of the file `rel` in `dir` (its directory), or `None` if either is missing.
+fn read_in(dir: Option<&Dir>, rel: &str) -> Result<Option<Vec<u8>>, Error> {
+    match dir {
+        Some(dir) => dir
+            .read(dirfd::split_rel(rel).1)
+            .fs_context(|| format!("reading {rel}")),
+        None => Ok(None),
     }
 }
 
-fn sha_of_file(path: &Path) -> Result<Option<String>, Error> {
-    Ok(read_if_exists(path)?.as_deref().map(sha256_hex))
+fn sha_of_file(dir: Option<&Dir>, rel: &str) -> Result<Option<String>, Error> {
+    Ok(read_in(dir, rel)?.as_deref().map(sha256_hex))
 }
 
-fn remove_and_sync(path: &Path) -> Result<(), Error> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
+/// Unlinks `name` in `dir` and syncs `dir`; `false` if it was missing.
+fn remove_and_sync(dir: &Dir, name: &str, rel: &str) -> Result<bool, Error> {
+    if !dir.unlink(name).fs_context(|| format!("removing {rel}"))? {
+        return Ok(false);
     }
-    if let Some(dir) = path.parent() {
-        fsync_dir(dir).context(|| format!("syncing {}", dir.display()))?;
-    }
-    Ok(())
+    dir.sync()
+        .fs_context(|| format!("syncing the directory of {rel}"))?;
+    Ok(true)
 }

@@ -282,7 +282,7 @@ impl FsStore {
     /// The agent and file name of a snapshot path from the registry, refusing anything
     /// but `backups/agents/<agent>/green_<...>`.
     fn snapshot_parts<'a>(&self, rel: &'a str) -> Result<(AgentId, &'a str), Error> {
-        let refuse = |why: String| Error::Store(format!("refusing snapshot path {rel:?}: {why}"));
+        let refuse = |why: String| Error::Store(format!("refusing a snapshot path: {why}"));
         let agent = rel
             .strip_prefix("backups/agents/")
             .and_then(|r| r.split_once('/'))
