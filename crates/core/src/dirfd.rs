@@ -94,14 +94,17 @@ impl<T> FsContext<T> for io::Result<T> {
     }
 }
 
-/// An error for a component that is a symlink or not a directory where one must be.
-fn not_followed(name: &str, e: rustix::io::Errno) -> io::Error {
-    if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR {
-        refused(format!(
-            "{name:?} is a symlink or not a directory; refusing to follow it"
-        ))
-    } else {
-        e.into()
+/// The error for `name` in `dir` failing to open as a directory: a symlink there is
+/// [`Refused`] (never followed); anything else (e.g. a regular file) is an I/O error.
+fn not_followed(dir: &OwnedFd, name: &str, e: rustix::io::Errno) -> io::Error {
+    if e != rustix::io::Errno::LOOP && e != rustix::io::Errno::NOTDIR {
+        return e.into();
+    }
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
+            refused(format!("{name:?} is a symlink; refusing to follow it"))
+        }
+        _ => io::Error::other(format!("{name:?} is not a directory")),
     }
 }
 
@@ -145,7 +148,7 @@ impl Dir {
         match rustix::fs::openat(&self.fd, plain(name)?, DIR_FLAGS, Mode::empty()) {
             Ok(fd) => Ok(Some(Dir { fd })),
             Err(rustix::io::Errno::NOENT) => Ok(None),
-            Err(e) => Err(not_followed(name, e)),
+            Err(e) => Err(not_followed(&self.fd, name, e)),
         }
     }
 

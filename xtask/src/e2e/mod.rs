@@ -18,6 +18,7 @@
 
 mod cli;
 mod config;
+mod hostile_root;
 mod http;
 mod memory;
 mod module_identity;
@@ -144,6 +145,7 @@ fn plan() -> Vec<Row> {
     rows.extend(memory::rows());
     rows.extend(system::rows());
     rows.extend(module_identity::rows());
+    rows.extend(hostile_root::rows());
     rows.sort_by_key(|r| scenario_number(&r.scenario));
     rows
 }
