@@ -32,7 +32,7 @@ fn event_line() -> impl Strategy<Value = String> {
             hostile_path(),
             hostile_path(),
             prop::option::of(hostile_path()),
-            dep.clone()
+            dep
         )
             .prop_map(|(file, staged, backup, dep)| {
                 serde_json::json!({"e": {"event": "begin",
@@ -45,7 +45,7 @@ fn event_line() -> impl Strategy<Value = String> {
         (
             prop::option::of(hostile_path()),
             prop::collection::vec(hostile_path(), 0..3),
-            dep.clone()
+            dep
         )
             .prop_map(
                 |(backup, pruned, dep)| serde_json::json!({"e": {"event": "finish",
@@ -53,7 +53,7 @@ fn event_line() -> impl Strategy<Value = String> {
                 "reason": null, "pruned": pruned}, "live": null})
                 .to_string()
             ),
-        (hostile_path(), dep.clone()).prop_map(|(staged, dep)| serde_json::json!({"e": {
+        (hostile_path(), dep).prop_map(|(staged, dep)| serde_json::json!({"e": {
             "event": "rollback_begin", "from": dep, "to": null,
             "timestamp": "2026-01-01T00:00:00Z", "staged_path": staged, "sha256": null,
             "reason": null}, "live": null})

@@ -16,8 +16,10 @@ use super::{Case, Outcome, Row};
 const CONFIG: &str = "file/syntax-ruff";
 const OUTSIDE: &[u8] = b"outside the root, must stay\n";
 
+type Scenario = fn(&Case) -> Outcome;
+
 pub fn rows() -> Vec<Row> {
-    let cases: [(&str, fn(&Case) -> Outcome); 5] = [
+    let cases: [(&str, Scenario); 5] = [
         ("registry-paths", registry_paths),
         ("symlinked-state", symlinked_state),
         ("reserved-config", reserved_config),
