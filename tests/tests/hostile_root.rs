@@ -189,3 +189,54 @@ async fn reserved_paths_are_caught_by_inode() {
     assert_eq!(f.read("secret.token"), b"s3cret\n");
     assert!(!f.root.join(".bluegreen/agents/alpha").exists());
 }
+
+/// A health check that, while it runs, swaps the target's directory for a symlink leading
+/// out of the root (what a hostile process sharing the root could do), then fails.
+struct SwapDirForSymlink {
+    root: PathBuf,
+    outside: PathBuf,
+}
+
+#[bluegreen_core::async_trait]
+impl bluegreen_core::Verifier for SwapDirForSymlink {
+    fn name(&self) -> &str {
+        "swap"
+    }
+
+    async fn verify(&self, _req: &bluegreen_core::VerifyRequest) -> bluegreen_core::Verdict {
+        std::fs::rename(self.root.join("agents"), self.root.join("agents.moved")).unwrap();
+        std::os::unix::fs::symlink(&self.outside, self.root.join("agents")).unwrap();
+        bluegreen_core::Verdict::fail_msg("unhealthy")
+    }
+}
+
+#[tokio::test]
+async fn a_directory_swapped_for_a_symlink_between_check_and_use_is_not_followed() {
+    let f = Fixture::new();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("alpha.py"), b"outside\n").unwrap();
+    f.service()
+        .deploy_hot_swap("alpha", b"a = 1\n", "agents/alpha.py")
+        .await
+        .unwrap();
+    // The health check fails after the swap, so the automatic restore must reach the
+    // target's directory again: by descriptor, it refuses the symlink.
+    let service = f
+        .builder()
+        .health_chain(bluegreen_core::Chain::new().with(SwapDirForSymlink {
+            root: f.root.clone(),
+            outside: outside.path().to_path_buf(),
+        }))
+        .build()
+        .unwrap();
+    let result = service
+        .deploy_hot_swap("alpha", b"a = 2\n", "agents/alpha.py")
+        .await;
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(
+        std::fs::read(outside.path().join("alpha.py")).unwrap(),
+        b"outside\n"
+    );
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+    assert_eq!(f.read("agents.moved/alpha.py"), b"a = 2\n");
+}
