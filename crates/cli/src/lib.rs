@@ -115,9 +115,10 @@ pub fn build_service_reserving(
         .limits(config.limits)
         .chain(chain(&mut verifiers, &config.default_chain)?)
         .health_chain(chain(&mut verifiers, &config.health_chain)?)
-        .reserve(root.join(config::FILE_NAME));
+        .reserve(absolute(&root.join(config::FILE_NAME)));
+    // Named relative to the working directory, like every path given on the command line.
     for path in config.path.iter().chain(reserved) {
-        builder = builder.reserve(path.clone());
+        builder = builder.reserve(absolute(path));
     }
     for (agent, agent_config) in &config.agents {
         if let Some(names) = &agent_config.chain {
@@ -125,6 +126,10 @@ pub fn build_service_reserving(
         }
     }
     Ok(builder.build()?)
+}
+
+fn absolute(path: &Path) -> std::path::PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// The whole command line: parses `args` (including the program name), runs the command

@@ -275,3 +275,67 @@ fn rustix_mkfifo(path: &Path) {
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
 }
+
+#[test]
+fn finding_3_over_http_the_config_and_token_files_are_reserved() {
+    use std::io::{BufRead, BufReader};
+    let root = Root::new();
+    let config = "keep_backups = 5\n";
+    root.write("bluegreen.toml", config);
+    let token = "hostile-test-token-0123456789abcdef";
+    root.write("secrets/token", token);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("bluegreen"))
+        .arg("--root")
+        .arg(root.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            "secrets/token",
+        ])
+        .current_dir(root.path())
+        .env_remove("BLUEGREEN_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .to_owned();
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let mut answers = Vec::new();
+    for file in [
+        "bluegreen.toml",
+        "secrets/token",
+        "./secrets/../bluegreen.toml",
+    ] {
+        let body = serde_json::json!({"agent_id": "alpha", "code": "keep_backups = 1\n", "file_path": file});
+        let mut response = http
+            .post(format!("http://{addr}/api/v1/dev/hotswap"))
+            .header("Authorization", format!("Bearer {token}"))
+            .send(body.to_string().as_bytes())
+            .unwrap();
+        let text = response.body_mut().read_to_string().unwrap();
+        answers.push((file, response.status().as_u16(), text));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    for (file, status, text) in answers {
+        assert_eq!(status, 400, "{file}: {text}");
+        assert!(text.contains("reserved"), "{file}: {text}");
+    }
+    assert_eq!(root.read("bluegreen.toml"), config.as_bytes());
+    assert_eq!(root.read("secrets/token"), token.as_bytes());
+}
