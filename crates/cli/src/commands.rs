@@ -196,8 +196,14 @@ async fn execute(cli: &Cli) -> Result<Output, CliError> {
         tracing::warn!(agent = %action.agent_id, "recovered: {}", action.action);
     }
     if !matches!(cli.command, Command::Status(_) | Command::Recover) {
-        // (`status` and `recover` report these themselves.)
-        for (agent, error) in &recovery.broken {
+        // (`status` and `recover` report these themselves, and a command on the broken
+        // agent fails with the same error.)
+        let own = agent_of(&cli.command);
+        for (agent, error) in recovery
+            .broken
+            .iter()
+            .filter(|(a, _)| Some(a.as_str()) != own)
+        {
             tracing::warn!(%agent, "cannot recover: {error}");
         }
     }
