@@ -74,6 +74,7 @@
 
 mod decode;
 mod entrypoint;
+mod nesting;
 mod python_codecs;
 mod ruff_engine;
 mod tree_sitter_engine;
@@ -223,6 +224,10 @@ pub fn check_source(source: &[u8], options: &SyntaxOptions) -> Vec<Diagnostic> {
         Err(diagnostic) => return vec![diagnostic],
     };
     let text: &str = &decoded.text;
+    // Before any tree is built: a deep tree costs far more memory than its bytes.
+    if let Some(refused) = nesting::check(text) {
+        return place(text, vec![refused]);
+    }
     let raw = match options.engine {
         Engine::Ruff => ruff_engine::check(
             text,
