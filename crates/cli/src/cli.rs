@@ -173,6 +173,22 @@ pub struct ServeArgs {
     /// Allow running without a token when listening on loopback only
     #[arg(long)]
     pub insecure_loopback: bool,
+    /// Close a connection whose request head is not complete within this time
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: std::time::Duration,
+    /// Close a keep-alive connection idle this long (also a stalled body or response)
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// Serve at most this many connections at once; more are answered 503 and closed
+    #[arg(long, value_name = "N", default_value_t = crate::serve::conn::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Run at most this many deployments/rollbacks at once; more wait up to lock_timeout
+    /// (default: twice the number of cores)
+    #[arg(long, value_name = "N")]
+    pub max_operations: Option<usize>,
+    /// After SIGTERM/SIGINT, how long running deployments may take before they are cancelled
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -460,6 +460,13 @@ async fn serve(
         token: resolve_token(args.token_file.as_deref()).map_err(as_cli_error)?,
         insecure_loopback: args.insecure_loopback,
         announce_on_stdout: !json,
+        conn_limits: crate::serve::ConnLimits {
+            header_read_timeout: args.header_read_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: args.max_connections,
+        },
+        max_operations: args.max_operations.unwrap_or(0),
+        shutdown_grace: args.shutdown_grace,
         ..ServeOptions::new(listen)
     };
     crate::serve::run(service, options)

@@ -68,6 +68,19 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", what)
     }
 
+    fn busy(busy: super::work::Busy) -> Self {
+        let mut error = Self::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "the server is busy: {} deployments/rollbacks were running and no turn came within {:?} (lock_timeout); retry later",
+                busy.max_running, busy.waited
+            ),
+        );
+        error.body["exit_code"] = json!(exit::CONFLICT);
+        error
+    }
+
     fn shutting_down() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -212,9 +225,10 @@ async fn deploy(
     let service = state.service.clone();
     let metrics = state.metrics.clone();
     let agent = agent_id.clone();
+    let wait = state.service.limits().lock_timeout;
     let result = state
         .work
-        .run(async move {
+        .run_bounded(wait, async move {
             let started = Instant::now();
             let result = service
                 .deploy(DeployRequest {
@@ -237,6 +251,7 @@ async fn deploy(
             result
         })
         .await
+        .map_err(ApiError::busy)?
         .ok_or_else(ApiError::shutting_down)?;
     match result {
         Ok(report) => {
@@ -263,9 +278,10 @@ pub async fn rollback(
     let service = state.service.clone();
     let metrics = state.metrics.clone();
     let agent = agent_id.clone();
+    let wait = state.service.limits().lock_timeout;
     let result = state
         .work
-        .run(async move {
+        .run_bounded(wait, async move {
             let result = service
                 .rollback(&agent, body.file_path.as_deref(), body.to.as_deref())
                 .await;
@@ -285,6 +301,7 @@ pub async fn rollback(
             result
         })
         .await
+        .map_err(ApiError::busy)?
         .ok_or_else(ApiError::shutting_down)?;
     match result {
         Ok(report) => Ok(Json(json::rollback(&report)).into_response()),

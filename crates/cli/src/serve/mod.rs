@@ -9,12 +9,13 @@
 //!   period, exit 0. A second signal (or the grace running out) cancels what is still
 //!   running and runs recovery before returning, so no agent is left half-deployed.
 
+pub mod conn;
 mod handlers;
 mod inspect;
 pub mod metrics;
+mod redact;
 mod work;
 
-use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument as _;
 
+pub use conn::ConnLimits;
 pub use handlers::ApiError;
 use metrics::Metrics;
 use work::Work;
@@ -55,6 +57,11 @@ pub struct ServeOptions {
     pub max_body_bytes: usize,
     /// How long in-flight deployments may run after the first SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
+    /// Connection cap and timeouts.
+    pub conn_limits: ConnLimits,
+    /// Deployments and rollbacks running at once; more wait (FIFO) up to the lock timeout.
+    /// `0` means [`default_max_operations`].
+    pub max_operations: usize,
     /// Print `listening on http://ADDR` on stdout too (always on stderr). Off with `--json`,
     /// whose stdout holds exactly one document (written when the server stops).
     pub announce_on_stdout: bool,
@@ -68,6 +75,8 @@ impl std::fmt::Debug for ServeOptions {
             .field("insecure_loopback", &self.insecure_loopback)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("conn_limits", &self.conn_limits)
+            .field("max_operations", &self.max_operations)
             .field("announce_on_stdout", &self.announce_on_stdout)
             .finish()
     }
@@ -82,6 +91,8 @@ impl ServeOptions {
             insecure_loopback: false,
             max_body_bytes: 0,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            conn_limits: ConnLimits::default(),
+            max_operations: 0,
             announce_on_stdout: true,
         }
     }
@@ -94,6 +105,12 @@ pub fn default_max_body_bytes(limits: Limits) -> usize {
         .max_code_bytes
         .saturating_mul(2)
         .saturating_add(64 * 1024)
+}
+
+/// Deployments and rollbacks run at once by default: twice the cores (a chain mostly
+/// waits on subprocesses; a syntax check of 8 MiB takes one core for about a second).
+pub fn default_max_operations() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
 }
 
 /// Why the server did not start, or did not stop cleanly.
@@ -208,6 +225,17 @@ impl AppState {
         }
     }
 
+    /// At most `max` deployments and rollbacks at once (`0`: [`default_max_operations`]).
+    pub fn with_max_operations(mut self, max: usize) -> Self {
+        let max = if max == 0 {
+            default_max_operations()
+        } else {
+            max
+        };
+        self.work = Arc::new(Work::new(max));
+        self
+    }
+
     /// Deployments and rollbacks running now.
     pub fn running(&self) -> usize {
         self.work.running()
@@ -243,6 +271,11 @@ pub fn router(state: AppState) -> Router {
         .merge(protected)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), request_id))
+        // Outermost: every error body, whoever wrote it, passes the path redaction.
+        .layer(middleware::from_fn_with_state(
+            redact::RootForms::new(state.service.root()),
+            redact::redact_errors,
+        ))
         .with_state(state)
 }
 
@@ -388,13 +421,12 @@ pub async fn serve(
         service.clone(),
         options.token.as_deref(),
         options.max_body_bytes,
-    );
+    )
+    .with_max_operations(options.max_operations);
     let app = router(state.clone());
-    let (drain, mut draining) = watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = draining.wait_for(|d| *d).await;
-    });
-    let mut server = tokio::spawn(server.into_future());
+    let (drain, draining) = watch::channel(false);
+    let server = conn::serve_connections(listener, app, options.conn_limits, draining);
+    let mut server = tokio::spawn(server);
 
     announce(addr, options.token.is_some(), options.announce_on_stdout);
 
@@ -426,10 +458,18 @@ pub async fn serve(
             tracing::info!("shutdown complete");
             return server_result(joined);
         }
-        () = tokio::time::sleep_until(deadline) => ServeError::GraceExpired {
-            grace: options.shutdown_grace,
-            running: state.running(),
-        },
+        () = tokio::time::sleep_until(deadline) => {
+            if state.running() == 0 {
+                // Nothing runs any more; only connections whose clients stall are left.
+                tracing::warn!("closing the connections still open at the end of the grace");
+                server.abort();
+                return Ok(());
+            }
+            ServeError::GraceExpired {
+                grace: options.shutdown_grace,
+                running: state.running(),
+            }
+        }
         Some(name) = signals.recv() => ServeError::Aborted(name),
     };
 

@@ -6,12 +6,19 @@
 //! (the core does synchronous fsyncs, which would otherwise stall the async workers) and
 //! is counted here, so shutdown can wait for it — or, past the grace period, cancel it and
 //! let recovery clean up.
+//!
+//! At most a fixed number of operations run at once (their chains are the expensive part: a
+//! syntax check of 8 MiB holds a core and hundreds of MiB for about a second, a startup check
+//! a process). Others wait their turn in FIFO order, up to a bound (the service's lock
+//! timeout); past it they get a conflict, like a lock wait that timed out.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{watch, Notify};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument as _;
 
 /// Counts running operations and can cancel them.
@@ -19,16 +26,22 @@ pub struct Work {
     running: AtomicUsize,
     idle: Notify,
     cancel: watch::Sender<bool>,
+    /// Turns to run, one per operation running.
+    slots: Arc<Semaphore>,
+    max_running: usize,
 }
 
 impl Default for Work {
     fn default() -> Self {
-        Self {
-            running: AtomicUsize::new(0),
-            idle: Notify::new(),
-            cancel: watch::Sender::new(false),
-        }
+        Self::new(Semaphore::MAX_PERMITS)
     }
+}
+
+/// No turn came within the wait bound.
+#[derive(Debug)]
+pub struct Busy {
+    pub max_running: usize,
+    pub waited: Duration,
 }
 
 /// Decrements the count when the operation ends, however it ends.
@@ -43,6 +56,40 @@ impl Drop for Running {
 }
 
 impl Work {
+    /// At most `max_running` operations at once (at least one).
+    pub fn new(max_running: usize) -> Self {
+        let max_running = max_running.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            running: AtomicUsize::new(0),
+            idle: Notify::new(),
+            cancel: watch::Sender::new(false),
+            slots: Arc::new(Semaphore::new(max_running)),
+            max_running,
+        }
+    }
+
+    /// [`Work::run`] once a turn is free, waiting for one at most `wait`.
+    pub async fn run_bounded<T, F>(
+        self: &Arc<Self>,
+        wait: Duration,
+        op: F,
+    ) -> Result<Option<T>, Busy>
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let busy = || Busy {
+            max_running: self.max_running,
+            waited: wait,
+        };
+        let slot = tokio::time::timeout(wait, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| busy())?;
+        // The turn goes with the operation, which may outlive this call.
+        Ok(self.run_holding(op, Some(slot)).await)
+    }
+
     /// Operations running now.
     pub fn running(&self) -> usize {
         self.running.load(Ordering::Acquire)
@@ -50,7 +97,20 @@ impl Work {
 
     /// Runs `op` to completion even if the caller stops waiting. `None` when it was
     /// cancelled by [`Work::cancel_all`] (or its thread panicked).
+    #[cfg(test)]
     pub async fn run<T, F>(self: &Arc<Self>, op: F) -> Option<T>
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.run_holding(op, None).await
+    }
+
+    async fn run_holding<T, F>(
+        self: &Arc<Self>,
+        op: F,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Option<T>
     where
         F: Future<Output = T> + Send + 'static,
         T: Send + 'static,
@@ -62,6 +122,7 @@ impl Work {
         let op = op.instrument(tracing::Span::current());
         let joined = tokio::task::spawn_blocking(move || {
             let _running = running;
+            let _slot = slot;
             handle.block_on(async move {
                 tokio::select! {
                     biased;
