@@ -18,8 +18,8 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -76,6 +76,9 @@ struct ConnState {
     busy: AtomicUsize,
     /// Requests started so far.
     started: AtomicU64,
+    /// The connection's task, parked on a read while a request was handled: hyper does not
+    /// read again after answering until woken, and the idle timeout starts with that read.
+    parked_read: Mutex<Option<Waker>>,
 }
 
 /// Marks a request in flight on its connection while alive.
@@ -91,7 +94,17 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let parked = self
+                .0
+                .parked_read
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(waker) = parked {
+                waker.wake();
+            }
+        }
     }
 }
 
@@ -258,7 +271,15 @@ impl AsyncRead for TimedIo {
         let this = self.get_mut();
         if this.state.busy.load(Ordering::Acquire) > 0 {
             // A request is being handled: its body has its own timeout, the handler none.
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+            let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+            if polled.is_pending() {
+                *this
+                    .state
+                    .parked_read
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+            }
+            return polled;
         }
         let started = this.state.started.load(Ordering::Acquire);
         if started != this.seen {
