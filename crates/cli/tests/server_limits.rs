@@ -208,7 +208,8 @@ fn idle_keep_alive_connections_and_stalled_bodies_are_closed() {
     let mut idle = server.stalled(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
     let mut answer = Vec::new();
     let mut buf = [0u8; 1024];
-    idle.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     while !String::from_utf8_lossy(&answer).contains("\"ok\"") {
         let n = idle.read(&mut buf).unwrap();
         assert!(n > 0, "closed before answering");
@@ -273,7 +274,12 @@ fn alive_with(marker: &str) -> usize {
     };
     let matching: Vec<(String, String)> = entries
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
         .filter(|e| {
             std::fs::read(e.path().join("cmdline")).is_ok_and(|cmdline| {
                 cmdline
@@ -284,7 +290,12 @@ fn alive_with(marker: &str) -> usize {
         .filter_map(|e| {
             let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
             // pid (comm) state ppid …; comm may hold spaces, so split after the last ')'.
-            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.to_owned();
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .to_owned();
             Some((e.file_name().to_string_lossy().into_owned(), ppid))
         })
         .collect();
@@ -326,7 +337,9 @@ fn no_more_than_max_operations_chains_run_at_once() {
     let clients: Vec<_> = (0..6)
         .map(|i| {
             let server = server.clone();
-            std::thread::spawn(move || server.deploy(&format!("agent{i}"), &format!("a/agent{i}.py")))
+            std::thread::spawn(move || {
+                server.deploy(&format!("agent{i}"), &format!("a/agent{i}.py"))
+            })
         })
         .collect();
     let mut peak = 0;
@@ -385,7 +398,11 @@ fn error_bodies_carry_no_absolute_paths() {
     assert_eq!(server.deploy("good", "agents/good.py").0, 200);
     // A registry problem: one agent's log is garbage.
     let log = r.join(".bluegreen/agents/good/events.jsonl");
-    assert!(log.exists(), "the file store keeps its log at {}", log.display());
+    assert!(
+        log.exists(),
+        "the file store keeps its log at {}",
+        log.display()
+    );
     let mut answers = vec![
         ("outside", server.deploy("a1", "/etc/passwd")),
         ("dotdot", server.deploy("a2", "../../x.py")),
@@ -399,8 +416,14 @@ fn error_bodies_carry_no_absolute_paths() {
         ("unknown agent", server.get("/api/v1/agents/nobody/history")),
     ];
     std::fs::write(&log, "{not json\n{\"also\": \"garbage\"}\n").unwrap();
-    answers.push(("corrupt log: history", server.get("/api/v1/agents/good/history")));
-    answers.push(("corrupt log: deploy", server.deploy("good", "agents/good.py")));
+    answers.push((
+        "corrupt log: history",
+        server.get("/api/v1/agents/good/history"),
+    ));
+    answers.push((
+        "corrupt log: deploy",
+        server.deploy("good", "agents/good.py"),
+    ));
     answers.push(("corrupt log: status", server.get("/api/v1/agents")));
     let forms = [
         r.display().to_string(),

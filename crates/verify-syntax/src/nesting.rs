@@ -661,11 +661,9 @@ impl<'a> Scanner<'a> {
                 _ => self.top().finish(),
             },
             b'!' if matches!(self.top().kind, FrameKind::Field { .. }) => self.top().finish(),
-            b'.' => {
-                if !self.import_line {
-                    if let Some(depth) = self.top().current.as_mut() {
-                        *depth = depth.saturating_add(1);
-                    }
+            b'.' if !self.import_line => {
+                if let Some(depth) = self.top().current.as_mut() {
+                    *depth = depth.saturating_add(1);
                 }
             }
             b'-' | b'+' if !expecting_operator => self.top().prefix(13),

@@ -107,9 +107,9 @@ fn dechunk(mut rest: &str) -> String {
     out
 }
 
-struct Server {
-    child: Child,
-    addr: String,
+pub(super) struct Server {
+    pub(super) child: Child,
+    pub(super) addr: String,
 }
 
 impl Drop for Server {
@@ -131,7 +131,7 @@ fn start(bg: &super::cli::Bg, token: Option<&str>) -> Result<Server, String> {
 
 /// Spawns a `serve` command and reads the address it announces on stderr (always there;
 /// stdout carries it only without `--json`).
-fn start_command(mut cmd: std::process::Command) -> Result<Server, String> {
+pub(super) fn start_command(mut cmd: std::process::Command) -> Result<Server, String> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

@@ -23,6 +23,7 @@ mod http;
 mod memory;
 mod module_identity;
 mod scenarios;
+mod server_limits;
 mod system;
 
 use std::path::{Path, PathBuf};
@@ -146,6 +147,7 @@ fn plan() -> Vec<Row> {
     rows.extend(system::rows());
     rows.extend(module_identity::rows());
     rows.extend(hostile_root::rows());
+    rows.extend(server_limits::rows());
     rows.sort_by_key(|r| scenario_number(&r.scenario));
     rows
 }
