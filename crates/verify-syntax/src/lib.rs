@@ -48,6 +48,8 @@
 //!   We reject beyond 2991, measured under the fidelity harness; files within a few levels
 //!   of the limit may get a different verdict from a deeper caller. Long `elif` chains
 //!   (nested in CPython's tree, flat in ruff's) do not count towards our depth.
+//!   Deeper than 5982 levels, both engines refuse the input before parsing it (the same
+//!   message; `src/nesting.rs` explains the pre-scan), so a deep tree never costs memory.
 //! - `from __future__ import barry_as_FLUFL` (the `<>` easter egg) is not modelled.
 //! - Python versions other than 3.11: version-gated grammar comes from ruff and is
 //!   reliable; our extra checks (tab consistency, nesting limits, `except*` exits, default

@@ -5,8 +5,11 @@
 //!   in constant time (as SHA-256 digests, so its length does not leak either).
 //! - Deployments and rollbacks run detached from their request ([`work`]): a client that
 //!   hangs up does not cut a deployment short.
-//! - SIGTERM/SIGINT: stop accepting, let in-flight operations finish within the grace
-//!   period, exit 0. A second signal (or the grace running out) cancels what is still
+//! - Connections ([`conn`]): a cap, header-read and idle timeouts; at most
+//!   `max_operations` deployments/rollbacks run at once ([`work`]); error bodies pass a path
+//!   redaction ([`redact`]).
+//! - SIGTERM/SIGINT: stop accepting, close connections with nothing in flight at once, let
+//!   in-flight operations finish within the grace period, exit 0. A second signal (or the grace running out) cancels what is still
 //!   running and runs recovery before returning, so no agent is left half-deployed.
 
 pub mod conn;
