@@ -193,3 +193,46 @@ fn status_kib(field: &str) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
+
+/// Long but flat (or shallow) constructs that CPython 3.11 compiles: the pre-scan must not
+/// count them as nesting (most are 7000 elements, more than the refusal depth).
+#[test]
+fn long_flat_constructs_cpython_accepts_are_not_refused() {
+    let n = 7000;
+    let join = |item: &str, sep: &str| vec![item; n].join(sep);
+    let sources = [
+        format!("x = {}\n", join("not a", " and ")),
+        format!("x = a{}\n", " < a".repeat(n)),
+        format!("x = a{}\n", " is not a".repeat(n)),
+        format!("x = a{}\n", " not in a".repeat(n)),
+        format!("x = {}\n", "'a' ".repeat(n)),
+        format!("x = {}\n", "1, ".repeat(n)),
+        format!("match x:\n    case {}:\n        pass\n", join("1", " | ")),
+        format!("import {}\n", join("a", ".")),
+        format!("from {} import a\n", ".".repeat(n)),
+        format!("f({})\n", join("-a.b[1](2)", ", ")),
+        format!(
+            "x = [{}]\n",
+            join("lambda a=1, *b, **c: a if b else c", ", ")
+        ),
+        format!("x = {{{}}}\n", join("'k': f'{a!r:>{w}}'", ", ")),
+        format!("def f():\n{}", "    x = yield from a\n".repeat(n)),
+        format!("x = {}\n", vec!["a * b"; 2000].join(" + ")),
+        format!("x = {}1\n", "-".repeat(2900)),
+    ];
+    for source in &sources {
+        for (engine, name) in engines() {
+            let options = SyntaxOptions {
+                engine,
+                ..SyntaxOptions::default()
+            };
+            let diagnostics = check_source(source.as_bytes(), &options);
+            assert_eq!(
+                diagnostics,
+                vec![],
+                "{name}: {}…",
+                source.chars().take(60).collect::<String>()
+            );
+        }
+    }
+}
