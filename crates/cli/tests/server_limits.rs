@@ -266,13 +266,13 @@ fn sigterm_with_stalled_clients_exits_within_the_grace() {
     assert!(stalled.iter_mut().all(|s| outcome(s, deadline).1));
 }
 
-/// Checks alive now: processes whose command line holds `marker` and whose parent's does
-/// not (a `python3` shim's subshells carry the same arguments).
+/// Checks alive now: process groups (the runner gives each check its own) holding a process
+/// whose command line holds `marker` (a `python3` shim's subshells carry the same arguments).
 fn alive_with(marker: &str) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
     };
-    let matching: Vec<(String, String)> = entries
+    let mut groups: Vec<String> = entries
         .filter_map(Result::ok)
         .filter(|e| {
             e.file_name()
@@ -289,20 +289,19 @@ fn alive_with(marker: &str) -> usize {
         })
         .filter_map(|e| {
             let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            // pid (comm) state ppid …; comm may hold spaces, so split after the last ')'.
-            let ppid = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(1)?
-                .to_owned();
-            Some((e.file_name().to_string_lossy().into_owned(), ppid))
+            // pid (comm) state ppid pgrp …; comm may hold spaces, so split after the last ')'.
+            Some(
+                stat.rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(2)?
+                    .to_owned(),
+            )
         })
         .collect();
-    matching
-        .iter()
-        .filter(|(_, ppid)| !matching.iter().any(|(pid, _)| pid == ppid))
-        .count()
+    groups.sort_unstable();
+    groups.dedup();
+    groups.len()
 }
 
 /// A root whose chain ends in a script that sleeps `seconds`, tagged with `marker` so the
