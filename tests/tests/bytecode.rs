@@ -3,9 +3,10 @@
 //! although `__pycache__` held bytecode of the replaced version with the same size, written
 //! in the same second (CPython's default check compares only mtime seconds and size).
 //!
-//! Every round starts early in a wall-clock second and counts whether all its writes fell
-//! into that one second — the case that broke before the fix — and the tests require such
-//! rounds to have happened, so they cannot pass vacuously on a slow machine.
+//! Each round pins the replaced version's mtime to a coming second, lets real interpreters
+//! cache it, and swaps within that second (see `Pinned`): the case that broke before the
+//! fix. Rounds whose swap missed the second do not count, so a slow machine cannot make a
+//! test pass vacuously.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,7 +19,7 @@ use bluegreen_store::FsStore;
 
 const AGENT: &str = "alpha";
 const TARGET: &str = "mod.py";
-/// Rounds per test; more run if too few of them fell into one second.
+/// Rounds per test; more run if too few of them swapped within their pinned second.
 const ROUNDS: u32 = 10;
 const MIN_SAME_SECOND_ROUNDS: u32 = 3;
 const MAX_ROUNDS: u32 = 40;
@@ -84,47 +85,66 @@ fn secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
-/// Waits, if needed, until a wall-clock second has just begun, so the round's writes are
-/// likely to share it; returns when the round starts.
-fn start_early_in_a_second() -> SystemTime {
-    let now = SystemTime::now();
-    let into = now.duration_since(UNIX_EPOCH).unwrap().subsec_millis();
-    if into > 200 {
-        std::thread::sleep(Duration::from_millis(u64::from(1005 - into)));
+/// One round's same-second setup, made deterministic: the live file's mtime is set to a
+/// coming second `S` (as if it had been written then), the test's interpreters cache it
+/// (recording `S` and its size, as CPython does), and the swap waits until the wall clock is
+/// in `S`. Without monotonic mtimes the replacing file is then written in `S` too — same
+/// mtime second, same size: CPython takes the old bytecode for valid.
+struct Pinned(u64);
+
+impl Pinned {
+    fn live_file(root: &Path) -> Self {
+        let second = secs(SystemTime::now()) + 2;
+        let file = std::fs::File::open(root.join(TARGET)).unwrap();
+        file.set_modified(UNIX_EPOCH + Duration::from_secs(second))
+            .unwrap();
+        Pinned(second)
     }
-    SystemTime::now()
+
+    /// Sleeps until second `S` has begun; then comes the swap.
+    fn wait(&self) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let at = Duration::from_secs(self.0);
+        if now < at {
+            std::thread::sleep(at - now);
+        }
+    }
 }
 
-/// Counts rounds whose writes all fell into one wall-clock second (without monotonic mtimes,
-/// GREEN's and BLUE's mtimes were then equal), and runs rounds until enough did.
+/// Counts rounds whose swap really happened in the pinned second (where the old code broke)
+/// and runs more if too few did (a machine too slow to swap within a second).
 struct Rounds {
     done: u32,
     same_second: u32,
+    wanted: u32,
 }
 
 impl Rounds {
-    fn new() -> Self {
+    fn new(wanted: u32) -> Self {
         Rounds {
             done: 0,
             same_second: 0,
+            wanted,
         }
     }
 
     fn more(&self) -> bool {
-        self.done < ROUNDS || (self.same_second < MIN_SAME_SECOND_ROUNDS && self.done < MAX_ROUNDS)
+        self.done < self.wanted
+            || (self.same_second < MIN_SAME_SECOND_ROUNDS && self.done < MAX_ROUNDS)
     }
 
-    fn finish(&mut self, started: SystemTime) {
+    /// Right after the swap, which began in `pinned` (after `Pinned::wait`).
+    fn swapped(&mut self, pinned: &Pinned) {
         self.done += 1;
-        if secs(started) == secs(SystemTime::now()) {
+        if secs(SystemTime::now()) == pinned.0 {
             self.same_second += 1;
         }
     }
 
     fn assert_meaningful(&self) {
         assert!(
-            self.same_second >= MIN_SAME_SECOND_ROUNDS,
-            "only {} of {} rounds kept their writes in one second: the test proved nothing",
+            self.same_second >= MIN_SAME_SECOND_ROUNDS.min(self.wanted),
+            "only {} of {} swaps happened within their pinned second: the test proved nothing",
             self.same_second,
             self.done
         );
@@ -139,18 +159,21 @@ async fn a_fresh_interpreter_runs_the_live_bytes_after_same_second_deploys() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let svc = service(root);
-    let mut rounds = Rounds::new();
+    let mut rounds = Rounds::new(ROUNDS);
     let mut n = 100;
+    svc.deploy_hot_swap(AGENT, &version(n), TARGET)
+        .await
+        .unwrap();
     while rounds.more() {
-        let started = start_early_in_a_second();
-        for _ in 0..2 {
-            n += 1;
-            svc.deploy_hot_swap(AGENT, &version(n), TARGET)
-                .await
-                .unwrap();
-            assert_runs_live(root, PLAIN, &format!("after deploying X = {n}"));
-        }
-        rounds.finish(started);
+        let pinned = Pinned::live_file(root);
+        assert_runs_live(root, PLAIN, "before the deploy");
+        pinned.wait();
+        n += 1;
+        svc.deploy_hot_swap(AGENT, &version(n), TARGET)
+            .await
+            .unwrap();
+        rounds.swapped(&pinned);
+        assert_runs_live(root, PLAIN, &format!("after deploying X = {n}"));
     }
     rounds.assert_meaningful();
 }
@@ -160,31 +183,34 @@ async fn a_fresh_interpreter_runs_the_restored_bytes_after_same_second_rollbacks
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let svc = service(root);
-    let mut rounds = Rounds::new();
+    let mut rounds = Rounds::new(ROUNDS);
     let mut n = 100;
     while rounds.more() {
-        let started = start_early_in_a_second();
-        n += 1;
-        svc.deploy_hot_swap(AGENT, &version(n), TARGET)
-            .await
-            .unwrap();
-        assert_runs_live(root, PLAIN, "after a deploy");
-        n += 1;
-        svc.deploy_hot_swap(AGENT, &version(n), TARGET)
-            .await
-            .unwrap();
-        assert_runs_live(root, PLAIN, "after a deploy");
+        for _ in 0..2 {
+            n += 1;
+            svc.deploy_hot_swap(AGENT, &version(n), TARGET)
+                .await
+                .unwrap();
+        }
+        let pinned = Pinned::live_file(root);
+        assert_runs_live(root, PLAIN, "before the rollback");
+        pinned.wait();
         svc.rollback(AGENT, None, None).await.unwrap();
+        rounds.swapped(&pinned);
         assert_eq!(file_x(root), (n - 1).to_string());
         assert_runs_live(root, PLAIN, "after a rollback");
-        rounds.finish(started);
     }
     rounds.assert_meaningful();
 }
 
-/// A health check that imports the live module in a real interpreter (which caches its
-/// bytecode, as any process started during probation would) and fails on `# bad`.
-struct ImportingHealth;
+/// A health check that pins the live (unhealthy) file's mtime, imports it in a real
+/// interpreter (which caches its bytecode, as any process started during probation would),
+/// waits for the pinned second and fails: the automatic rollback then writes GREEN back in
+/// that second.
+#[derive(Default)]
+struct ImportingHealth {
+    pinned: std::sync::Mutex<Option<u64>>,
+}
 
 #[async_trait::async_trait]
 impl Verifier for ImportingHealth {
@@ -194,13 +220,19 @@ impl Verifier for ImportingHealth {
 
     async fn verify(&self, req: &VerifyRequest) -> Verdict {
         let root = req.root.clone();
-        let printed = tokio::task::spawn_blocking(move || live_x(&root, &[]))
-            .await
-            .unwrap();
+        let (printed, pinned) = tokio::task::spawn_blocking(move || {
+            let pinned = Pinned::live_file(&root);
+            let printed = live_x(&root, &[]);
+            pinned.wait();
+            (printed, pinned.0)
+        })
+        .await
+        .unwrap();
+        *self.pinned.lock().unwrap() = Some(pinned);
         let code = std::fs::read_to_string(&req.staged).unwrap();
         assert!(
             code.starts_with(&format!("X = {printed} ")),
-            "{code:?} vs {printed}"
+            "probation ran stale bytecode: {code:?} vs {printed}"
         );
         if code.contains("# bad") {
             Verdict::fail_msg("unhealthy")
@@ -215,15 +247,15 @@ async fn a_fresh_interpreter_runs_green_after_an_automatic_rollback() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let svc = service(root);
+    let health = std::sync::Arc::new(ImportingHealth::default());
     let probing = BlueGreenService::builder(root)
         .store(FsStore::open(root).unwrap())
-        .health_chain(Chain::new().with(ImportingHealth))
+        .health_chain(Chain::new().with_arc(health.clone()))
         .build()
         .unwrap();
-    let mut rounds = Rounds::new();
+    let mut rounds = Rounds::new(ROUNDS / 2);
     let mut n = 100;
     while rounds.more() {
-        let started = start_early_in_a_second();
         n += 1;
         // Same size as the unhealthy version below.
         let green = format!("X = {n}  # ok!\n");
@@ -236,6 +268,8 @@ async fn a_fresh_interpreter_runs_green_after_an_automatic_rollback() {
             .deploy_hot_swap(AGENT, bad.as_bytes(), TARGET)
             .await
             .unwrap();
+        let pinned = health.pinned.lock().unwrap().take().unwrap();
+        rounds.swapped(&Pinned(pinned));
         assert_eq!(report.outcome, DeployOutcome::RolledBack);
         assert_eq!(std::fs::read_to_string(root.join(TARGET)).unwrap(), green);
         assert_eq!(
@@ -243,7 +277,6 @@ async fn a_fresh_interpreter_runs_green_after_an_automatic_rollback() {
             n.to_string(),
             "after the automatic rollback python3 ran the unhealthy version's bytecode"
         );
-        rounds.finish(started);
     }
     rounds.assert_meaningful();
 }
@@ -287,22 +320,22 @@ async fn crash_then_recover(point: FaultPoint) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let svc = service(root);
-    let mut rounds = Rounds::new();
+    let mut rounds = Rounds::new(ROUNDS / 2);
     let mut n = 100;
     while rounds.more() {
-        let started = start_early_in_a_second();
         n += 2;
         svc.deploy_hot_swap(AGENT, &version(n), TARGET)
             .await
             .unwrap();
         if point.is_rollback() {
-            assert_runs_live(root, PLAIN, "before the deploy a rollback will undo");
+            // The interrupted rollback restores n over n + 1.
             svc.deploy_hot_swap(AGENT, &version(n + 1), TARGET)
                 .await
                 .unwrap();
         }
-        // Timestamp bytecode of GREEN, written this second, and unchecked-hash bytecode
-        // under the -O name.
+        // Timestamp bytecode of the replaced version in the pinned second, and
+        // unchecked-hash bytecode under the -O name.
+        let pinned = Pinned::live_file(root);
         assert_runs_live(root, PLAIN, "before the crash");
         let out = python(
             root,
@@ -316,6 +349,7 @@ async fn crash_then_recover(point: FaultPoint) {
             .crash_at(point)
             .build()
             .unwrap();
+        pinned.wait();
         let err = if point.is_rollback() {
             crashing.rollback(AGENT, None, None).await.unwrap_err()
         } else {
@@ -324,6 +358,7 @@ async fn crash_then_recover(point: FaultPoint) {
                 .await
                 .unwrap_err()
         };
+        rounds.swapped(&pinned);
         assert!(matches!(err, bluegreen_core::Error::InjectedCrash(p) if p == point));
         drop(crashing);
         service(root).recover().await.unwrap();
@@ -334,7 +369,6 @@ async fn crash_then_recover(point: FaultPoint) {
             ALL_OPT_LEVELS,
             &format!("after recovery from {point}"),
         );
-        rounds.finish(started);
     }
     rounds.assert_meaningful();
 }
@@ -367,34 +401,40 @@ async fn every_optimization_level_runs_the_live_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let svc = service(root);
-    let mut rounds = Rounds::new();
+    let mut rounds = Rounds::new(ROUNDS / 2);
     let mut n = 100;
+    svc.deploy_hot_swap(AGENT, &version(n), TARGET)
+        .await
+        .unwrap();
     while rounds.more() {
-        let started = start_early_in_a_second();
-        n += 1;
-        svc.deploy_hot_swap(AGENT, &version(n), TARGET)
-            .await
-            .unwrap();
-        assert_runs_live(root, ALL_OPT_LEVELS, "after a deploy");
+        let pinned = Pinned::live_file(root);
+        assert_runs_live(root, ALL_OPT_LEVELS, "before a deploy");
         assert_eq!(caches_of_mod(root).len(), 3, "{:?}", caches_of_mod(root));
+        pinned.wait();
         n += 1;
         svc.deploy_hot_swap(AGENT, &version(n), TARGET)
             .await
             .unwrap();
-        assert_eq!(
-            caches_of_mod(root),
-            Vec::<String>::new(),
-            "caches survived a deploy"
-        );
+        rounds.swapped(&pinned);
+        assert_eq!(caches_of_mod(root), Vec::<String>::new(), "after a deploy");
         assert_runs_live(root, ALL_OPT_LEVELS, "after a same-second deploy");
+
+        let pinned = Pinned::live_file(root);
+        assert_runs_live(root, ALL_OPT_LEVELS, "before a rollback");
+        pinned.wait();
         svc.rollback(AGENT, None, None).await.unwrap();
+        rounds.swapped(&pinned);
         assert_eq!(
             caches_of_mod(root),
             Vec::<String>::new(),
-            "caches survived a rollback"
+            "after a rollback"
         );
-        assert_runs_live(root, ALL_OPT_LEVELS, "after a rollback");
-        rounds.finish(started);
+        assert_runs_live(root, ALL_OPT_LEVELS, "after a same-second rollback");
+        // Live again, for the next round.
+        n += 1;
+        svc.deploy_hot_swap(AGENT, &version(n), TARGET)
+            .await
+            .unwrap();
     }
     rounds.assert_meaningful();
 }
@@ -448,7 +488,7 @@ async fn an_automatic_rollback_that_removes_the_target_leaves_no_importable_byte
     std::fs::remove_file(root.join(TARGET)).unwrap();
     let probing = BlueGreenService::builder(root)
         .store(FsStore::open(root).unwrap())
-        .health_chain(Chain::new().with(ImportingHealth))
+        .health_chain(Chain::new().with(ImportingHealth::default()))
         .build()
         .unwrap();
     let report = probing

@@ -58,6 +58,7 @@ pub mod ids;
 pub mod import_name;
 pub mod memory;
 pub mod paths;
+pub mod pyc;
 pub mod report;
 pub mod service;
 pub mod store;

@@ -10,9 +10,10 @@
 //!   which for durable stores is an OS file lock); different agents never wait on each other.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{SubsecRound, Utc};
 
@@ -22,6 +23,7 @@ use crate::fault::{self, FaultPoint};
 use crate::ids::{AgentId, DeploymentId};
 use crate::memory::MemoryStore;
 use crate::paths::{self, Target};
+use crate::pyc;
 use crate::report::{
     DeployOutcome, DeployReport, RecoveryAction, RecoveryReport, RollbackReport, StageTiming,
 };
@@ -316,7 +318,7 @@ impl BlueGreenService {
                 )))
             }
         };
-        let (green, green_mode) = self.read_green(&target)?;
+        let (green, green_mode, green_mtime) = self.read_green(&target)?;
 
         let deployment_id = DeploymentId::generate();
         // Millisecond precision: the snapshot name carries the same instant.
@@ -356,6 +358,7 @@ impl BlueGreenService {
             code: req.code,
             green: green.as_deref(),
             green_mode,
+            green_mtime,
             chain: &chain,
         };
         match self.run_deployment(run).await {
@@ -393,6 +396,12 @@ impl BlueGreenService {
         let unnamed = dir
             .write_unnamed(d.code)
             .fs_context(|| format!("writing BLUE in the directory of {}", d.target.rel))?;
+        // BLUE's mtime second follows GREEN's, durable with BLUE's fsync (`pyc.rs`).
+        let blue_mtime = pyc::next_mtime(d.green_mtime, SystemTime::now());
+        if let Some(file) = &unnamed {
+            file.set_modified(blue_mtime)
+                .fs_context(|| format!("setting the mtime of BLUE for {}", d.target.rel))?;
+        }
         if let (Some(file), Some(mode)) = (&unnamed, d.green_mode.clone()) {
             // BLUE keeps GREEN's permissions (an executable or 0600 file stays so).
             file.set_permissions(mode)
@@ -435,6 +444,9 @@ impl BlueGreenService {
             let staged_file = dir
                 .write_new(staged_name, d.code)
                 .fs_context(|| format!("staging {}", d.begin.staged_path))?;
+            staged_file
+                .set_modified(blue_mtime)
+                .fs_context(|| format!("setting the mtime of {}", d.begin.staged_path))?;
             if let Some(mode) = d.green_mode.clone() {
                 staged_file
                     .set_permissions(mode)
@@ -482,11 +494,16 @@ impl BlueGreenService {
 
         // 4. Cutover: one atomic rename, then the directory fsync that makes it durable.
         let started = Instant::now();
+        pyc::keep_ahead(&dir, staged_name, d.target.file_name(), blue_mtime)
+            .fs_context(|| format!("setting the mtime of {}", d.begin.staged_path))?;
         dir.rename(staged_name, &dir, d.target.file_name())
             .fs_context(|| format!("renaming the staged file over {}", d.target.rel))?;
         self.fault(FaultPoint::AfterRename)?;
+        // GREEN's bytecode goes before BLUE is acknowledged, durable with the rename.
+        let cleared = pyc::clear(dir.as_fd(), &d.target.rel);
         dir.sync()
             .fs_context(|| format!("syncing the directory of {}", d.target.rel))?;
+        cleared?.sync()?;
         let mut meta = self.finish(d.agent, d.begin, Status::Live, None)?;
         stages.push(timing("cutover", true, started));
 
@@ -753,20 +770,17 @@ impl BlueGreenService {
     /// GREEN's bytes and permissions (`None` if there is no file yet). Refused without
     /// blocking or reading: a target that is not a regular file (a FIFO, a device, a
     /// directory, a symlink swapped in) and one larger than `max_code_bytes`.
-    fn read_green(
-        &self,
-        target: &Target,
-    ) -> Result<(Option<Vec<u8>>, Option<std::fs::Permissions>), Error> {
+    fn read_green(&self, target: &Target) -> Result<Green, Error> {
         use std::io::Read;
         use std::os::unix::fs::PermissionsExt;
         let Some(dir) = self.target_dir(target, false)? else {
-            return Ok((None, None));
+            return Ok((None, None, None));
         };
         let opened = dir
             .open_file(target.file_name(), rustix::fs::OFlags::RDONLY)
             .fs_context(|| format!("invalid target {}", target.rel))?;
         let Some((mut file, st)) = opened else {
-            return Ok((None, None));
+            return Ok((None, None, None));
         };
         let limit = self.inner.limits.max_code_bytes;
         let size = st.st_size.max(0) as u64;
@@ -788,7 +802,7 @@ impl BlueGreenService {
             )));
         }
         let mode = std::fs::Permissions::from_mode(st.st_mode & 0o7777);
-        Ok((Some(bytes), Some(mode)))
+        Ok((Some(bytes), Some(mode), Some(pyc::mtime(&st))))
     }
 
     /// Checks a target and staged path read back from the registry (the staged file must
@@ -926,6 +940,10 @@ impl BlueGreenService {
                 }
                 _ => None,
             };
+            // The rename happened: GREEN's bytecode goes, as the cutover would have done.
+            // (ABORTED: the target is GREEN, or BLUE with GREEN's bytes; its caches hold.)
+            let bytecode =
+                went_live.then(|| clear_bytecode_durably(dir.as_ref(), &begin.file_path));
             let status = if went_live {
                 Status::Live
             } else {
@@ -945,6 +963,8 @@ impl BlueGreenService {
             store.append(agent, &finish)?;
             self.delete_pruned(agent, &plan)?;
             actions.push(format!("marked {} {status}", begin.deployment_id));
+            // Reported after the record, so a stubborn cache cannot keep the agent pending.
+            bytecode.transpose()?;
         }
 
         if let Some(rb) = &state.pending_rollback {
@@ -959,6 +979,7 @@ impl BlueGreenService {
             }
             let target_sha = sha_of_file(dir.as_ref(), bound)?;
             if !staged_left && target_sha == rb.sha256 {
+                let bytecode = clear_bytecode_durably(dir.as_ref(), bound);
                 store.append(
                     agent,
                     &Event::Rollback {
@@ -984,6 +1005,7 @@ impl BlueGreenService {
                     },
                 )?;
                 actions.push(format!("completed the rollback of {}", rb.from));
+                bytecode?;
             } else {
                 store.append(
                     agent,
@@ -1027,7 +1049,7 @@ impl BlueGreenService {
         let store = &self.inner.store;
         let sha = bytes.as_deref().map(sha256_hex);
         // What is live now is about to be replaced: keep it (nothing ever live is lost).
-        let current = self.read_green(target)?.0;
+        let (current, _, current_mtime) = self.read_green(target)?;
         let now = Utc::now().trunc_subsecs(3);
         if current.is_some() {
             store.check_backup_dir(agent)?;
@@ -1062,8 +1084,9 @@ impl BlueGreenService {
             match (&bytes, &dir) {
                 (Some(bytes), Some(dir)) => {
                     let staged_name = dirfd::split_rel(&rb.staged_path).1;
+                    // The restored file's mtime second follows the current one's (`pyc.rs`).
                     dir.write_new(staged_name, bytes)
-                        .and_then(|f| f.sync_all())
+                        .and_then(|f| pyc::stamp(&f, current_mtime).and_then(|_| f.sync_all()))
                         .fs_context(|| format!("staging {}", rb.staged_path))?;
                     self.fault(FaultPoint::RollbackAfterStage)?;
                     dir.rename(staged_name, dir, target.file_name())
@@ -1084,9 +1107,12 @@ impl BlueGreenService {
             }
             self.fault(FaultPoint::RollbackAfterRename)?;
             match &dir {
-                Some(dir) => dir
-                    .sync()
-                    .fs_context(|| format!("syncing the directory of {}", target.rel)),
+                Some(dir) => {
+                    let cleared = pyc::clear(dir.as_fd(), &target.rel);
+                    dir.sync()
+                        .fs_context(|| format!("syncing the directory of {}", target.rel))?;
+                    cleared?.sync()
+                }
                 None => Ok(()),
             }
         })();
@@ -1188,6 +1214,13 @@ impl BlueGreenService {
     }
 }
 
+/// GREEN as found: its bytes, permissions and mtime (all `None` if there is no file).
+type Green = (
+    Option<Vec<u8>>,
+    Option<std::fs::Permissions>,
+    Option<SystemTime>,
+);
+
 struct Deployment<'a> {
     agent: &'a AgentId,
     target: &'a Target,
@@ -1195,6 +1228,8 @@ struct Deployment<'a> {
     code: &'a [u8],
     green: Option<&'a [u8]>,
     green_mode: Option<std::fs::Permissions>,
+    /// GREEN's mtime when the deployment started: BLUE's follows it (`pyc.rs`).
+    green_mtime: Option<SystemTime>,
     chain: &'a Chain,
 }
 
@@ -1261,6 +1296,18 @@ fn read_in(dir: Option<&Dir>, rel: &str) -> Result<Option<Vec<u8>>, Error> {
 
 fn sha_of_file(dir: Option<&Dir>, rel: &str) -> Result<Option<String>, Error> {
     Ok(read_in(dir, rel)?.as_deref().map(sha256_hex))
+}
+
+/// Recovery's half of a swap it completes: the replaced bytes' caches go (`pyc.rs`), and
+/// the target's directory `dir` is synced with the removals (the rename's sync may be lost).
+fn clear_bytecode_durably(dir: Option<&Dir>, rel: &str) -> Result<(), Error> {
+    let Some(dir) = dir else {
+        return Ok(()); // no directory: no target and no caches beside it
+    };
+    let cleared = pyc::clear(dir.as_fd(), rel)?;
+    dir.sync()
+        .fs_context(|| format!("syncing the directory of {rel}"))?;
+    cleared.sync()
 }
 
 /// Unlinks `name` in `dir` and syncs `dir`; `false` if it was missing.
