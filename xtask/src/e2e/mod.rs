@@ -16,6 +16,7 @@
 //! ms, detail}`), and a non-zero exit when any row fails. `--filter S` runs the rows whose
 //! `"<scenario> <config>"` contains `S`. Roots of failed rows are kept for inspection.
 
+mod bytecode;
 mod cli;
 mod config;
 mod hostile_root;
@@ -148,6 +149,7 @@ fn plan() -> Vec<Row> {
     rows.extend(module_identity::rows());
     rows.extend(hostile_root::rows());
     rows.extend(server_limits::rows());
+    rows.extend(bytecode::rows());
     rows.sort_by_key(|r| scenario_number(&r.scenario));
     rows
 }
