@@ -76,6 +76,11 @@ pub enum Command {
         bluegreen diff trading_agent_alpha dep_0190f0a1b2c3d4e5f60718293a4b5c6d\n\n\
         Colored on a terminal; plain with NO_COLOR or when stdout is not a terminal.")]
     Diff(DiffArgs),
+    /// Follow registry changes (deploys, rollbacks, by any process) until interrupted
+    #[command(after_help = "Example:\n  \
+        bluegreen watch\n  \
+        bluegreen --json watch trading_agent_alpha | jq .type")]
+    Watch(WatchArgs),
     /// Run a verifier chain on any file, without deploying (for pre-commit hooks and CI)
     #[command(after_help = "Example:\n  \
         bluegreen verify agents/alpha.py\n  \
@@ -151,6 +156,12 @@ pub struct DiffArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Only this agent's events [default: every agent]
+    pub agent_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The file to check (relative to the current directory)
     pub path: PathBuf,
@@ -170,6 +181,9 @@ pub struct ServeArgs {
     /// Read the bearer token from this file (default: $BLUEGREEN_TOKEN)
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Most concurrent event-stream subscribers (GET /api/v1/events); more get 503
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_subscribers: usize,
     /// Allow running without a token when listening on loopback only
     #[arg(long)]
     pub insecure_loopback: bool,

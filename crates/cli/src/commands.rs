@@ -169,6 +169,7 @@ fn agent_of(command: &Command) -> Option<&str> {
         Command::History(a) => Some(&a.agent_id),
         Command::Show(a) => Some(&a.agent_id),
         Command::Diff(a) => Some(&a.agent_id),
+        Command::Watch(a) => a.agent_id.as_deref(),
         Command::Verify(a) => a.agent.as_deref(),
         _ => None,
     }
@@ -225,6 +226,9 @@ async fn execute(cli: &Cli) -> Result<Output, CliError> {
         Command::Verify(args) => verify(&service, &config, args, verbosity).await,
         Command::Show(args) => crate::inspect::commands::show(&service, args),
         Command::Diff(args) => crate::inspect::commands::diff(&service, args),
+        Command::Watch(args) => {
+            crate::inspect::commands::watch(&service, args, cli.global.json).await
+        }
         Command::Recover => Ok(Output {
             code: if recovery.broken.is_empty() {
                 exit::SUCCESS
@@ -467,6 +471,7 @@ async fn serve(
         },
         max_operations: args.max_operations.unwrap_or(0),
         shutdown_grace: args.shutdown_grace,
+        max_event_subscribers: args.max_subscribers,
         ..ServeOptions::new(listen)
     };
     crate::serve::run(service, options)

@@ -54,6 +54,7 @@
 pub mod dirfd;
 pub mod error;
 pub mod fault;
+pub mod feed;
 pub mod ids;
 pub mod import_name;
 pub mod memory;

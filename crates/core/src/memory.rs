@@ -116,4 +116,21 @@ impl Store for MemoryStore {
             .cloned()
             .collect())
     }
+
+    fn events_end(&self, agent: &AgentId) -> Result<u64, Error> {
+        Ok(self.lock().events.get(agent).map_or(0, |e| e.len() as u64))
+    }
+
+    fn events_after(&self, agent: &AgentId, cursor: u64) -> Result<(Vec<Event>, u64), Error> {
+        let inner = self.lock();
+        let events = inner
+            .events
+            .get(agent)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let from = usize::try_from(cursor)
+            .unwrap_or(usize::MAX)
+            .min(events.len());
+        Ok((events[from..].to_vec(), events.len() as u64))
+    }
 }

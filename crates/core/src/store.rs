@@ -542,4 +542,18 @@ pub trait Store: Send + Sync + 'static {
         }
         Ok(out)
     }
+
+    /// Where the agent's log ends now: an opaque cursor for [`Store::events_after`]. The
+    /// change feed (`crate::feed`) starts here to follow only what happens from now on.
+    /// Stores without a change feed keep this default, an error.
+    fn events_end(&self, _agent: &AgentId) -> Result<u64, Error> {
+        Err(Error::Store("this store has no change feed".into()))
+    }
+
+    /// The complete events appended to the agent's log after `cursor` (from
+    /// [`Store::events_end`] or an earlier call; `0` is the beginning), oldest first, and
+    /// the cursor after them. Must be cheap when nothing was appended (the feed polls it).
+    fn events_after(&self, _agent: &AgentId, _cursor: u64) -> Result<(Vec<Event>, u64), Error> {
+        Err(Error::Store("this store has no change feed".into()))
+    }
 }

@@ -56,6 +56,7 @@ use bluegreen_core::{AgentId, AgentLease, AgentState, DeploymentRecord, Error, E
 use rustix::fs::OFlags;
 use serde::{Deserialize, Serialize};
 
+mod feed;
 mod trash;
 use trash::Trash;
 
@@ -208,6 +209,14 @@ impl FsStore {
             .open_file(EVENTS, flags)
             .fs_context(|| format!("agent {agent}: opening {}", log_rel(agent)))?
             .map(|(f, st)| (f, st.st_size.max(0) as u64)))
+    }
+
+    /// The agent's log for the change feed, read-only (`None` if missing).
+    fn feed_log(&self, agent: &AgentId) -> Result<Option<(File, u64)>, Error> {
+        match self.agent_dir(agent, false)? {
+            Some(dir) => self.open_log(agent, &dir, OFlags::RDONLY),
+            None => Ok(None),
+        }
     }
 
     /// The agent's snapshot directory (`None` if missing, unless `create`).
@@ -621,6 +630,20 @@ impl Store for FsStore {
 
     fn live_versions(&self) -> Result<BTreeMap<AgentId, DeploymentRecord>, Error> {
         Ok(self.active_versions()?.live)
+    }
+
+    fn events_end(&self, agent: &AgentId) -> Result<u64, Error> {
+        match self.feed_log(agent)? {
+            Some((file, len)) => feed::events_end(file, len, &log_rel(agent)),
+            None => Ok(0),
+        }
+    }
+
+    fn events_after(&self, agent: &AgentId, cursor: u64) -> Result<(Vec<Event>, u64), Error> {
+        match self.feed_log(agent)? {
+            Some((file, len)) => feed::events_after(file, len, cursor, &log_rel(agent)),
+            None => Ok((Vec::new(), 0)),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub(crate) mod commands;
 pub mod diff;
+pub mod feed;
 pub mod versions;
 
 use base64::Engine as _;

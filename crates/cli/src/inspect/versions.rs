@@ -187,28 +187,29 @@ impl<'a> Versions<'a> {
         Ok(self.version(record, bytes))
     }
 
-    /// The target's bytes when they are `record`'s (`None` when it drifted or is missing).
+    /// The target's bytes when they are `record`'s (`None` when it drifted, is missing or
+    /// is not a regular file). Read by descriptor from the root, never through a symlink.
     fn target_bytes(&self, record: &DeploymentRecord) -> Result<Option<Vec<u8>>, VersionError> {
-        let target = self.service.resolve(&record.file_path)?;
+        use bluegreen_core::dirfd::{self, Dir};
+        let rel = &record.file_path;
+        bluegreen_core::paths::check_registry_target(rel).map_err(|why| {
+            bluegreen_core::Error::Store(format!("registry target {rel:?}: {why}"))
+        })?;
+        let (dir_rel, name) = dirfd::split_rel(rel);
+        let io = |e: std::io::Error| bluegreen_core::Error::io(format!("reading {rel}"), e);
+        let root = Dir::open_root(self.service.root()).map_err(io)?;
+        let Some(dir) = root.walk(dir_rel).map_err(io)? else {
+            return Ok(None);
+        };
         let limit = self.service.limits().max_code_bytes;
-        match std::fs::metadata(&target.abs) {
-            Ok(meta) if meta.is_file() && meta.len() <= limit as u64 => {}
-            Ok(_) => return Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(
-                    bluegreen_core::Error::io(format!("stat {}", record.file_path), e).into(),
-                )
-            }
+        match dir.stat(name).map_err(io)? {
+            Some(st) if dirfd::is_regular(&st) && st.st_size.max(0) as u64 <= limit as u64 => {}
+            _ => return Ok(None),
         }
-        let bytes = match std::fs::read(&target.abs) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(
-                    bluegreen_core::Error::io(format!("reading {}", record.file_path), e).into(),
-                )
-            }
+        let bytes = match dir.read(name) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(io(e).into()),
         };
         Ok((sha256_hex(&bytes) == record.sha256).then_some(bytes))
     }

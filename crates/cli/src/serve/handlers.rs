@@ -365,7 +365,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(state.work.running()),
+        state.metrics.render(state.work.running()) + &state.events.metrics(),
     )
         .into_response()
 }

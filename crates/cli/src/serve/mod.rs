@@ -13,6 +13,8 @@
 //!   running and runs recovery before returning, so no agent is left half-deployed.
 
 pub mod conn;
+mod dashboard;
+pub mod events;
 mod handlers;
 mod inspect;
 pub mod metrics;
@@ -65,6 +67,8 @@ pub struct ServeOptions {
     /// Deployments and rollbacks running at once; more wait (FIFO) up to the lock timeout.
     /// `0` means [`default_max_operations`].
     pub max_operations: usize,
+    /// Most concurrent `GET /api/v1/events` subscribers (503 past it).
+    pub max_event_subscribers: usize,
     /// Print `listening on http://ADDR` on stdout too (always on stderr). Off with `--json`,
     /// whose stdout holds exactly one document (written when the server stops).
     pub announce_on_stdout: bool,
@@ -81,6 +85,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("conn_limits", &self.conn_limits)
             .field("max_operations", &self.max_operations)
             .field("announce_on_stdout", &self.announce_on_stdout)
+            .field("max_event_subscribers", &self.max_event_subscribers)
             .finish()
     }
 }
@@ -97,6 +102,7 @@ impl ServeOptions {
             conn_limits: ConnLimits::default(),
             max_operations: 0,
             announce_on_stdout: true,
+            max_event_subscribers: events::DEFAULT_MAX_SUBSCRIBERS,
         }
     }
 }
@@ -209,6 +215,7 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     work: Arc<Work>,
     max_body_bytes: usize,
+    events: Arc<events::EventHub>,
 }
 
 impl AppState {
@@ -221,6 +228,7 @@ impl AppState {
         };
         Self {
             token: token.map(|t| Arc::new(Sha256::digest(t.as_bytes()).into())),
+            events: events::EventHub::start(service.store().clone()),
             service,
             metrics: Arc::new(Metrics::default()),
             work: Arc::new(Work::default()),
@@ -265,12 +273,14 @@ pub fn router(state: AppState) -> Router {
             get(inspect::code),
         )
         .route("/api/v1/agents/{agent_id}/diff", get(inspect::diff))
+        .route("/api/v1/events", get(events::events))
         .route("/metrics", get(handlers::metrics))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(handlers::healthz))
+        .route("/", get(dashboard::page))
         .merge(protected)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), request_id))
@@ -426,6 +436,9 @@ pub async fn serve(
         options.max_body_bytes,
     )
     .with_max_operations(options.max_operations);
+    state
+        .events
+        .set_max_subscribers(options.max_event_subscribers);
     let app = router(state.clone());
     let (drain, draining) = watch::channel(false);
     let server = conn::serve_connections(listener, app, options.conn_limits, draining);
@@ -449,6 +462,7 @@ pub async fn serve(
         state.running()
     );
     drain.send_replace(true);
+    state.events.close(); // event streams never end on their own
 
     // Draining: the server finishes its connections and the detached operations finish.
     let deadline = tokio::time::Instant::now() + options.shutdown_grace;
