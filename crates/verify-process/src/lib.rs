@@ -51,11 +51,13 @@
 
 pub mod limits;
 pub mod runner;
+pub mod sandbox;
 pub mod script;
 pub mod startup;
 pub mod zygote;
 
 pub use limits::{Limits, ENV_ALLOW_LIST};
+pub use sandbox::Sandbox;
 pub use script::{ScriptOptions, ScriptVerifier};
 pub use startup::{StartupOptions, StartupVerifier};
 

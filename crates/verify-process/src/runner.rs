@@ -21,8 +21,9 @@
 //!   descendant that moved to its own group or session (`setsid`, the warm zygote's
 //!   per-check children) dies with the check.
 //!
-//! This bounds accidents, it is not a sandbox: a check can still reach outside through
-//! anything the OS lets its user do (ask a service manager to start a process, write files).
+//! - With a [`Confinement`] (`sandbox = "strict"`), C confines itself right after `setpgid`
+//!   (Landlock, no_new_privs, no capabilities: see [`crate::sandbox`]); S stays unconfined,
+//!   as it must read `/proc` to find what was re-parented to it.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read};
@@ -36,6 +37,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 use crate::limits::Limits;
+use crate::sandbox::{self, Confinement};
 
 /// Most of a check's report that is kept (a real one is a few KiB): a check that writes more
 /// into its report channel is not read further, and blocks until its timeout.
@@ -55,6 +57,8 @@ pub(crate) struct ProcessSpec<'a> {
     pub limits: Option<Limits>,
     /// Descriptors handed to the check as the given fd numbers (3, 4, …).
     pub extra_fds: Vec<(OwnedFd, RawFd)>,
+    /// `Some`: the check confines itself before `exec` (`sandbox = "strict"`).
+    pub confinement: Option<&'a Confinement>,
 }
 
 /// Everything `pre_exec` needs, in plain data: nothing may allocate after `fork`.
@@ -64,6 +68,9 @@ struct PreExec {
     rlimit_count: usize,
     extra: [(RawFd, RawFd); MAX_EXTRA_FDS],
     extra_count: usize,
+    /// Whether to confine the check, and the Landlock ruleset (-1: none).
+    confine: bool,
+    ruleset: RawFd,
 }
 
 /// A `std` command that runs `spec` under a supervisor (see the module docs). Its stdin is
@@ -78,6 +85,8 @@ pub(crate) fn supervised_command(spec: &ProcessSpec<'_>) -> io::Result<std::proc
         rlimit_count: 0,
         extra: [(-1, -1); MAX_EXTRA_FDS],
         extra_count: spec.extra_fds.len(),
+        confine: spec.confinement.is_some(),
+        ruleset: spec.confinement.map_or(-1, Confinement::ruleset_fd),
     };
     // Without limits (the zygote) core dumps are still disabled.
     let rlimits = match &spec.limits {
@@ -141,12 +150,16 @@ unsafe fn supervise_and_fork(plan: &PreExec) -> io::Result<()> {
     supervise(pid)
 }
 
-/// In C, before exec: own group, stdin from /dev/null, extra fds, limits.
+/// In C, before exec: own group, confinement, stdin from /dev/null, extra fds, limits.
 unsafe fn prepare_check(plan: &PreExec, old_mask: &libc::sigset_t) -> io::Result<()> {
     libc::signal(libc::SIGCHLD, libc::SIG_DFL);
     libc::sigprocmask(libc::SIG_SETMASK, old_mask, std::ptr::null_mut());
     if libc::setpgid(0, 0) == -1 {
         return Err(io::Error::last_os_error());
+    }
+    // First, while the ruleset's descriptor cannot have been replaced by an extra fd.
+    if plan.confine {
+        sandbox::confine_self(plan.ruleset)?;
     }
     let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
     if null == -1 || libc::dup2(null, 0) == -1 {
@@ -695,6 +708,7 @@ mod tests {
             env: vec![("PATH".into(), std::env::var_os("PATH").unwrap_or_default())],
             limits,
             extra_fds: Vec::new(),
+            confinement: None,
         }
     }
 

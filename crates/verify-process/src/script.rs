@@ -10,6 +10,7 @@ use bluegreen_core::{Verdict, Verifier, VerifyRequest};
 
 use crate::limits::{inherited_env, Limits};
 use crate::runner::{self, signal_name, tail_text, Exit, ProcessSpec};
+use crate::sandbox::{self, Sandbox};
 use crate::Error;
 
 /// Lines of each output stream quoted in a failure diagnostic.
@@ -27,6 +28,8 @@ pub struct ScriptOptions {
     pub limits: Limits,
     /// Environment variables passed through besides [`crate::ENV_ALLOW_LIST`].
     pub pass_env: Vec<String>,
+    /// Confinement of the script (see [`crate::sandbox`]); default strict.
+    pub sandbox: Sandbox,
 }
 
 impl Default for ScriptOptions {
@@ -36,6 +39,7 @@ impl Default for ScriptOptions {
             timeout: Duration::from_secs(60),
             limits: Limits::default(),
             pass_env: Vec::new(),
+            sandbox: Sandbox::Strict,
         }
     }
 }
@@ -135,6 +139,16 @@ impl Verifier for ScriptVerifier {
                 .iter()
                 .map(|(_, var, value)| ((*var).into(), value.clone())),
         );
+        let shown = self.options.command.join(" ");
+        // Strict: a private scratch directory (TMPDIR, HOME), removed after the run.
+        let confined = match sandbox::prepare(self.options.sandbox, &mut env) {
+            Ok(confined) => confined,
+            Err(e) => {
+                return Verdict::fail_msg(format!(
+                    "cannot create a scratch directory for `{shown}`: {e}"
+                ))
+            }
+        };
         let spec = ProcessSpec {
             program: &program,
             args: argv.collect(),
@@ -142,8 +156,8 @@ impl Verifier for ScriptVerifier {
             env,
             limits: Some(self.options.limits),
             extra_fds: Vec::new(),
+            confinement: confined.as_ref().map(|c| &c.confinement),
         };
-        let shown = self.options.command.join(" ");
         let output = match runner::run(
             spec,
             self.options.timeout,

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::limits::{inherited_env, Limits};
 use crate::runner::{self, signal_name, tail_text, Exit, ProcessSpec, RunOutput};
+use crate::sandbox::{self, Sandbox};
 use crate::zygote::{WarmRequest, ZygotePool};
 
 /// The cold-mode program: the shared check code plus its entry point.
@@ -35,6 +36,8 @@ pub struct StartupOptions {
     /// Import roots besides the root (`python_path` in the config): directories relative
     /// to the root, already checked to lie inside it.
     pub python_path: Vec<PathBuf>,
+    /// Confinement of the check, cold and warm (see [`crate::sandbox`]); default strict.
+    pub sandbox: Sandbox,
 }
 
 impl Default for StartupOptions {
@@ -47,6 +50,7 @@ impl Default for StartupOptions {
             limits: Limits::default(),
             pass_env: Vec::new(),
             python_path: Vec::new(),
+            sandbox: Sandbox::Strict,
         }
     }
 }
@@ -130,7 +134,12 @@ impl Plan {
 impl StartupVerifier {
     pub fn new(name: impl Into<String>, options: StartupOptions) -> Self {
         let env = inherited_env(&options.pass_env);
-        let zygote = ZygotePool::new(options.python.clone().into(), env.clone(), &options.limits);
+        let zygote = ZygotePool::new(
+            options.python.clone().into(),
+            env.clone(),
+            &options.limits,
+            options.sandbox,
+        );
         Self {
             name: name.into(),
             options: Arc::new(options),
@@ -176,13 +185,24 @@ impl StartupVerifier {
             if plan.package { "package" } else { "module" }.into(),
         ];
         args.extend(plan.path.iter().map(|p| p.clone().into_os_string()));
+        let mut env = self.env.as_ref().clone();
+        // Strict: a private scratch directory (TMPDIR, HOME), removed after the check.
+        let confined = match sandbox::prepare(self.options.sandbox, &mut env) {
+            Ok(confined) => confined,
+            Err(e) => {
+                return Verdict::fail_msg(format!(
+                    "cannot create a scratch directory for the startup check: {e}"
+                ))
+            }
+        };
         let spec = ProcessSpec {
             program: self.options.python.as_ref(),
             args,
             cwd: &plan.root,
-            env: self.env.as_ref().clone(),
+            env,
             limits: Some(self.options.limits),
             extra_fds: Vec::new(),
+            confinement: confined.as_ref().map(|c| &c.confinement),
         };
         let cap = self.options.limits.output_cap_bytes;
         match runner::run(spec, timeout, cap, true).await {

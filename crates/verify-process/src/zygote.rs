@@ -58,6 +58,7 @@ use tokio::sync::oneshot;
 
 use crate::limits::Limits;
 use crate::runner::{self, Captured, Exit, ProcessSpec, RunOutput};
+use crate::sandbox::{self, Confinement, Sandbox, Scratch};
 
 /// The zygote's program: the shared check code plus the fork server.
 const ZYGOTE_SOURCE: &str = concat!(
@@ -91,6 +92,7 @@ pub(crate) struct ZygotePool {
     env: Vec<(OsString, OsString)>,
     /// The resource limits of every check, as `[[name, value], ...]` JSON.
     limits: String,
+    sandbox: Sandbox,
     state: tokio::sync::Mutex<PoolState>,
 }
 
@@ -101,7 +103,12 @@ struct PoolState {
 }
 
 impl ZygotePool {
-    pub(crate) fn new(python: OsString, env: Vec<(OsString, OsString)>, limits: &Limits) -> Self {
+    pub(crate) fn new(
+        python: OsString,
+        env: Vec<(OsString, OsString)>,
+        limits: &Limits,
+        sandbox: Sandbox,
+    ) -> Self {
         let limits: Vec<(&str, u64)> = limits
             .rlimits()
             .into_iter()
@@ -111,6 +118,7 @@ impl ZygotePool {
             python,
             env,
             limits: json!(limits).to_string(),
+            sandbox,
             state: tokio::sync::Mutex::new(PoolState::default()),
         }
     }
@@ -137,8 +145,10 @@ impl ZygotePool {
         let python = self.python.clone();
         let env = self.env.clone();
         let limits = self.limits.clone();
+        let sandbox = self.sandbox;
         let root = root.to_path_buf();
-        match tokio::task::spawn_blocking(move || Zygote::start(python, env, limits, &root)).await {
+        let start = move || Zygote::start(python, env, limits, sandbox, &root);
+        match tokio::task::spawn_blocking(start).await {
             Ok(Ok(zygote)) => {
                 let zygote = Arc::new(zygote);
                 state.zygote = Some(zygote.clone());
@@ -256,6 +266,8 @@ pub(crate) struct Zygote {
     ctl: OwnedFd,
     supervisor: Mutex<Option<std::process::Child>>,
     shared: Arc<Shared>,
+    /// Strict: the parent of the children's scratch directories (removed with the zygote).
+    _scratch: Option<Scratch>,
 }
 
 impl Zygote {
@@ -264,9 +276,31 @@ impl Zygote {
         python: OsString,
         env: Vec<(OsString, OsString)>,
         limits: String,
+        sandbox: Sandbox,
         root: &Path,
     ) -> std::io::Result<Self> {
         let (ctl, zygote_end) = seqpacket_pair()?;
+        let mut env = env;
+        // Strict: the zygote may read /proc (it finds its orphans there) and write the
+        // scratch parent; each child narrows that to its own directory (zygote.py).
+        let (scratch, confinement) = match sandbox {
+            Sandbox::Strict => {
+                let scratch = Scratch::new("zygote")?;
+                sandbox::with_scratch_env(&mut env, &scratch);
+                let confinement = Confinement::new(scratch.path(), true);
+                (Some(scratch), Some(confinement))
+            }
+            Sandbox::Off => (None, None),
+        };
+        let child_sandbox = match (&scratch, &confinement) {
+            (Some(scratch), Some(confinement)) => json!({
+                "scratch": scratch.path(),
+                "landlock": confinement.is_enforced(),
+                "read": sandbox::child_readable(),
+                "devices": sandbox::DEVICES,
+            }),
+            _ => Value::Null,
+        };
         let mut spec = ProcessSpec {
             program: &python,
             args: vec![
@@ -275,11 +309,13 @@ impl Zygote {
                 "-c".into(),
                 ZYGOTE_SOURCE.into(),
                 limits.into(),
+                child_sandbox.to_string().into(),
             ],
             cwd: root,
             env,
             limits: None,
             extra_fds: vec![(zygote_end, 3)],
+            confinement: confinement.as_ref(),
         };
         if !spec.env.iter().any(|(k, _)| k == "PYTHONMALLOC") {
             spec.env.extend(
@@ -307,6 +343,7 @@ impl Zygote {
             ctl,
             supervisor: Mutex::new(Some(supervisor)),
             shared,
+            _scratch: scratch,
         };
         match ready_rx.recv_timeout(READY_TIMEOUT) {
             Ok(pid) => {

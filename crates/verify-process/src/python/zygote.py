@@ -18,12 +18,16 @@
 # report goes straight back to bluegreen, which kills its group as soon as the report is
 # whole. Keeping this process out of a check's path saves two process wake-ups per check.
 import array
+import ctypes
+import fcntl
 import gc
 import resource
 import select
 import selectors
+import shutil
 import signal
 import socket
+import stat
 
 import inspect  # noqa: F401  (pre-imported: entrypoint checks use it)
 import re  # noqa: F401
@@ -42,6 +46,105 @@ _BG_PIPES_PER_CHILD = 4
 _BG_LINGER = 1.0
 # The resource limits of every check, [[name, value], ...] (argv[1], set by bluegreen).
 _BG_LIMITS = json.loads(sys.argv[1])
+# sandbox = "strict": {"scratch": parent of the children's scratch dirs, "landlock": bool,
+# "read": [paths a child may read], "devices": [files it may also write]}; else None.
+_BG_SANDBOX = json.loads(sys.argv[2]) if len(sys.argv) > 2 else None
+_BG_LIBC = ctypes.CDLL(None, use_errno=True)
+_BG_LIBC.syscall.restype = ctypes.c_long
+_PR_SET_CHILD_SUBREAPER = 36
+# Landlock (linux/landlock.h): system call numbers (the same on every architecture), rights.
+_LL_CREATE_RULESET, _LL_ADD_RULE, _LL_RESTRICT_SELF = 444, 445, 446
+_LL_READ = 1 | 4 | 8  # EXECUTE | READ_FILE | READ_DIR
+_LL_FILE_READ = 1 | 4  # EXECUTE | READ_FILE
+
+
+class _BgRulesetAttr(ctypes.Structure):
+    _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+
+
+class _BgPathBeneath(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+def _bg_syscall(*args):
+    result = _BG_LIBC.syscall(*[ctypes.c_long(a) if isinstance(a, int) else a for a in args])
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "landlock: " + os.strerror(err))
+    return result
+
+
+def _bg_landlock_rules():
+    # Opened once in the zygote (O_PATH), used by every child to build its own layer:
+    # [(fd, rights)], the ABI's handled rights and scopes, and the rights for the scratch dir.
+    abi = _BG_LIBC.syscall(ctypes.c_long(_LL_CREATE_RULESET), None, ctypes.c_long(0), ctypes.c_long(1))
+    if abi < 1:
+        return None
+    handled = (1 << 13) - 1
+    if abi >= 2:
+        handled |= 1 << 13  # REFER
+    if abi >= 3:
+        handled |= 1 << 14  # TRUNCATE
+    if abi >= 5:
+        handled |= 1 << 15  # IOCTL_DEV
+    file_rights = handled & (1 | 2 | 4 | (1 << 14) | (1 << 15))
+    rules = []
+    for path, rights in [(p, _LL_READ) for p in _BG_SANDBOX["read"]] + [
+        (p, file_rights) for p in _BG_SANDBOX["devices"]
+    ]:
+        try:
+            opened = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            continue
+        # Far above the descriptors a child puts in place (0-4).
+        fd = fcntl.fcntl(opened, fcntl.F_DUPFD_CLOEXEC, 100)
+        os.close(opened)
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            rights &= file_rights | _LL_FILE_READ
+        rules.append((fd, rights))
+    size = 24 if abi >= 6 else (16 if abi >= 4 else 8)
+    scoped = 3 if abi >= 6 else 0  # ABSTRACT_UNIX_SOCKET | SIGNAL
+    return rules, _BgRulesetAttr(handled, 0, scoped), size, handled
+
+
+_BG_LANDLOCK = _bg_landlock_rules() if _BG_SANDBOX and _BG_SANDBOX["landlock"] else None
+
+
+def _bg_confine():
+    # In the child, before its request: it becomes the subreaper of whatever the check starts
+    # (so orphans stay in its subtree and reach the zygote, which kills them, when it dies),
+    # and under sandbox = "strict" gets its own scratch directory (TMPDIR, HOME) and a second
+    # Landlock layer: no /proc, writes in that directory only.
+    _BG_LIBC.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    if _BG_SANDBOX is None:
+        return
+    scratch = _bg_scratch_of(os.getpid())
+    shutil.rmtree(scratch, ignore_errors=True)
+    os.mkdir(scratch, 0o700)
+    os.environ["TMPDIR"] = scratch
+    os.environ["HOME"] = scratch
+    if "tempfile" in sys.modules:
+        sys.modules["tempfile"].tempdir = None
+    if _BG_LANDLOCK is None:
+        return
+    rules, attr, size, handled = _BG_LANDLOCK
+    ruleset = _bg_syscall(_LL_CREATE_RULESET, ctypes.byref(attr), size, 0)
+    try:
+        scratch_fd = os.open(scratch, os.O_PATH | os.O_CLOEXEC)
+        for fd, rights in rules + [(scratch_fd, handled)]:
+            rule = _BgPathBeneath(rights, fd)
+            _bg_syscall(_LL_ADD_RULE, ruleset, 1, ctypes.byref(rule), 0)  # PATH_BENEATH
+        os.close(scratch_fd)
+        _bg_syscall(_LL_RESTRICT_SELF, ruleset, 0)
+    finally:
+        os.close(ruleset)
+    for fd, _rights in rules:
+        os.close(fd)
+
+
+def _bg_scratch_of(pid):
+    return os.path.join(_BG_SANDBOX["scratch"], "check-%d" % pid)
 
 
 _BG_WARM_UP_SOURCE = "def f(e):\n    return [x * 2 for x in e if x] + list(range(10))\n" * 40
@@ -130,12 +233,17 @@ def _bg_child(out_w, err_w, rep_w, req_r, base_path, prefault):
     os.dup2(err_w, 2)
     os.dup2(rep_w, 3)
     os.dup2(req_r, 4)
-    os.closerange(5, 1 << 16)
+    keep = sorted(fd for fd, _rights in _BG_LANDLOCK[0]) if _BG_LANDLOCK else []
+    start = 5
+    for fd in keep + [1 << 16]:
+        os.closerange(start, fd)
+        start = fd + 1
     if prefault:
         _bg_prefault(lambda: bool(select.select([4], [], [], 0)[0]))
     # The limits are the same for every check of this zygote: applied while waiting. (Like
     # a cold check's interpreter start-up, the spare's preparation counts as CPU time.)
     _bg_apply_limits(_BG_LIMITS)
+    _bg_confine()
     # Ready: a newline (JSON whitespace, so the report still parses) tells bluegreen that
     # this spare has done its preparation and will start at once.
     os.write(3, b"\n")
@@ -188,7 +296,31 @@ def _bg_receive(ctl):
     return json.loads(data), list(fds)
 
 
+def _bg_kill_orphans(children):
+    # The zygote is a subreaper, and so is every child: what a check started stays in the
+    # child's subtree while the child lives, and is re-parented here when it dies. Any child
+    # of the zygote it did not fork itself is such an orphan: killed (its own children
+    # come here in turn, and go at the next reap).
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return
+    for task in tasks:
+        try:
+            with open("/proc/self/task/%s/children" % task) as f:
+                pids = [int(p) for p in f.read().split()]
+        except (OSError, ValueError):
+            continue
+        for pid in pids:
+            if pid not in children:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+
 def _bg_zygote_main():
+    _BG_LIBC.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     os.chdir("/")  # started in a root only so a launcher picks the interpreter from there
     base_path = list(sys.path)
     ctl = socket.socket(fileno=_BG_CTL)
@@ -222,19 +354,27 @@ def _bg_zygote_main():
         send({"forked": token, "pid": pid})
 
     def reap():
+        reaped = False
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
+                break
+            reaped = True
+            if pid not in children:
+                continue  # an orphan of a check (see _bg_kill_orphans)
             try:
                 os.killpg(pid, signal.SIGKILL)  # whatever it left in its group
             except OSError:
                 pass
             children.discard(pid)
             send({"exit": pid, "status": _bg_exitcode(status)})
+            if _BG_SANDBOX is not None:
+                shutil.rmtree(_bg_scratch_of(pid), ignore_errors=True)
+        if reaped:
+            _bg_kill_orphans(children)
 
     def shutdown():
         for pid in children:

@@ -1,0 +1,295 @@
+//! Confinement of candidate code (CONTRACT "Candidate code cannot touch what it is checked
+//! against"): in cold and warm startup checks and in scripts, a hostile candidate cannot
+//! write the target, `backups/`, `.bluegreen/` or the config, cannot read the environment or
+//! memory of bluegreen (or of the supervisor, a fork of it) and leaves no process behind,
+//! however it detaches. Run as root, as the service usually runs.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bluegreen_core::{Verdict, Verifier};
+use bluegreen_verify_process::{
+    Sandbox, ScriptOptions, ScriptVerifier, StartupOptions, StartupVerifier,
+};
+use common::{pid_exists, Setup, TIMEOUT};
+
+/// The planted secret: present in this process's environment from exec on (see
+/// [`in_process_with_token`]), never on the allow-list.
+const TOKEN_VAR: &str = "BLUEGREEN_TOKEN";
+
+const ATTACK: &str = include_str!("sandbox/attack.py");
+
+/// Runs the calling test again in a fresh test process whose environment (from exec on, so
+/// `/proc/<pid>/environ` shows it) holds the token; `true` in that child, which runs the test.
+fn in_process_with_token(test: &str) -> bool {
+    if std::env::var_os(TOKEN_VAR).is_some() {
+        return true;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(TOKEN_VAR, token())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{test} failed with the planted token");
+    false
+}
+
+fn token() -> String {
+    std::env::var(TOKEN_VAR)
+        .unwrap_or_else(|_| format!("planted-secret-{}", std::process::id() ^ 0x5a5a))
+}
+
+/// The files a candidate must not touch, with their bytes.
+struct Guarded {
+    root: PathBuf,
+    before: BTreeMap<String, Vec<u8>>,
+}
+
+const GUARDED: [&str; 4] = [
+    "services/agents/alpha.py",
+    "backups/agents/alpha/green_1.py",
+    ".bluegreen/agents/alpha/events.jsonl",
+    "bluegreen.toml",
+];
+
+impl Guarded {
+    fn plant(root: &Path) -> Self {
+        let mut before = BTreeMap::new();
+        for (i, rel) in GUARDED.iter().enumerate() {
+            let path = root.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let bytes = format!("# guarded file {i}\nGREEN = {i}\n").into_bytes();
+            std::fs::write(&path, &bytes).unwrap();
+            before.insert(rel.to_string(), bytes);
+        }
+        Self {
+            root: root.to_path_buf(),
+            before,
+        }
+    }
+
+    fn assert_unchanged(&self) {
+        for (rel, bytes) in &self.before {
+            let now = std::fs::read(self.root.join(rel));
+            assert_eq!(now.ok().as_ref(), Some(bytes), "{rel} was changed");
+        }
+        assert!(!self.root.join("dropped.py").exists(), "a file was created");
+    }
+}
+
+fn attack_code(ptrace: bool) -> String {
+    ATTACK
+        .replace("@TEST_PID@", &std::process::id().to_string())
+        .replace("@TOKEN@", &token())
+        .replace("@PTRACE@", if ptrace { "yes" } else { "no" })
+}
+
+/// The attempts the candidate reported in its failure message.
+fn attempts(verdict: &Verdict) -> BTreeMap<String, String> {
+    let message = verdict
+        .diagnostics
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let json = message
+        .rsplit_once("ATTACKS ")
+        .and_then(|(_, rest)| rest.lines().next())
+        .unwrap_or_else(|| panic!("no attack report in {verdict:?}"));
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"))
+}
+
+fn assert_all_failed(label: &str, attempts: &BTreeMap<String, String>) {
+    let succeeded: Vec<_> = attempts
+        .iter()
+        .filter(|(_, outcome)| !outcome.starts_with("failed"))
+        .collect();
+    assert!(succeeded.is_empty(), "{label}: {succeeded:#?}");
+    // The candidate reached bluegreen (this process) among the processes it tried.
+    let me = std::process::id();
+    assert!(
+        attempts.contains_key(&format!("e: environ of {me}")),
+        "{label}: {attempts:#?}"
+    );
+    assert!(attempts.keys().filter(|k| k.starts_with("e:")).count() >= 2);
+}
+
+fn startup(warm: bool, sandbox: Sandbox) -> StartupVerifier {
+    StartupVerifier::new(
+        "startup",
+        StartupOptions {
+            timeout: TIMEOUT,
+            warm,
+            sandbox,
+            ..StartupOptions::default()
+        },
+    )
+}
+
+fn script(sandbox: Sandbox) -> ScriptVerifier {
+    ScriptVerifier::new(
+        "tests",
+        ScriptOptions {
+            command: vec!["python3".into(), "{staged}".into()],
+            timeout: TIMEOUT,
+            sandbox,
+            ..ScriptOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+async fn attack_with(verifier: &dyn Verifier, label: &str) {
+    let setup = Setup::new(&attack_code(true));
+    let guarded = Guarded::plant(setup.root());
+    let verdict = verifier.verify(&setup.req).await;
+    assert!(!verdict.passed, "{label}: {verdict:?}");
+    assert_all_failed(label, &attempts(&verdict));
+    guarded.assert_unchanged();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_startup_check_cannot_touch_the_root_or_read_bluegreen() {
+    if in_process_with_token("a_cold_startup_check_cannot_touch_the_root_or_read_bluegreen") {
+        attack_with(&startup(false, Sandbox::Strict), "cold").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_startup_check_cannot_touch_the_root_or_read_bluegreen() {
+    if in_process_with_token("a_warm_startup_check_cannot_touch_the_root_or_read_bluegreen") {
+        let verifier = startup(true, Sandbox::Strict);
+        // Twice: the spare that was prepared ahead, then a second child.
+        for round in 0..2 {
+            attack_with(&verifier, &format!("warm round {round}")).await;
+            assert!(verifier.zygote_pid().is_some(), "warm mode ran cold");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_cannot_touch_the_root_or_read_bluegreen() {
+    if in_process_with_token("a_script_cannot_touch_the_root_or_read_bluegreen") {
+        attack_with(&script(Sandbox::Strict), "script").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_sandbox_the_same_candidate_does_the_damage() {
+    // Proves the attack is real: with `sandbox = "off"` the writes and the reads succeed.
+    if !in_process_with_token("without_the_sandbox_the_same_candidate_does_the_damage") {
+        return;
+    }
+    for warm in [false, true] {
+        let setup = Setup::new(&attack_code(false));
+        let _guarded = Guarded::plant(setup.root());
+        let verdict = startup(warm, Sandbox::Off).verify(&setup.req).await;
+        let attempts = attempts(&verdict);
+        let me = std::process::id();
+        for key in [
+            "a: rewrite target".to_string(),
+            "b: delete backups".into(),
+            "c: append events".into(),
+            "d: rewrite config".into(),
+        ] {
+            assert!(attempts[&key].starts_with("succeeded"), "{key}: {attempts:#?}");
+        }
+        assert_eq!(
+            attempts[&format!("e: environ of {me}")],
+            "succeeded: TOKEN FOUND",
+            "warm={warm}"
+        );
+        let target = std::fs::read(setup.root().join(GUARDED[0])).ok();
+        assert_ne!(target.as_deref(), Some(&b"# guarded file 0\nGREEN = 0\n"[..]));
+    }
+}
+
+/// A candidate that double-forks a `setsid` sleeper ignoring SIGTERM and names its pid.
+const ESCAPEE: &str = r#"
+import os, signal, time
+r, w = os.pipe()
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        os.write(w, str(os.getpid()).encode())
+        os.close(w)
+        while True:
+            time.sleep(1)
+    os._exit(0)
+os.close(w)
+pid = int(os.read(r, 32))
+raise RuntimeError("sleeper %d" % pid)
+"#;
+
+fn sleeper_pid(verdict: &Verdict) -> i32 {
+    let message = &verdict.diagnostics[0].message;
+    message
+        .rsplit_once("sleeper ")
+        .and_then(|(_, pid)| pid.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {message:?}"))
+}
+
+/// Polls (generously) until `pid` is gone; the bound is a hang guard, not a timing claim.
+async fn assert_gone(pid: i32, label: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pid_exists(pid) {
+        assert!(Instant::now() < deadline, "{label}: sleeper {pid} survived its check");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_double_forked_setsid_sleeper_dies_with_its_check_in_both_modes() {
+    for (warm, sandbox) in [
+        (false, Sandbox::Strict),
+        (true, Sandbox::Strict),
+        (true, Sandbox::Off),
+    ] {
+        let label = format!("warm={warm} sandbox={sandbox:?}");
+        let verifier = startup(warm, sandbox);
+        for round in 0..2 {
+            let setup = Setup::new(ESCAPEE);
+            let verdict = verifier.verify(&setup.req).await;
+            assert!(!verdict.passed, "{label}: {verdict:?}");
+            assert_gone(sleeper_pid(&verdict), &format!("{label} round {round}")).await;
+            if warm {
+                assert!(verifier.zygote_pid().is_some(), "{label}: ran cold");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_gets_a_private_writable_scratch_directory() {
+    // TMPDIR and HOME point at a scratch directory outside the root that the check may
+    // write; the root stays read-only but readable (siblings import).
+    let code = "import os, tempfile\n\
+                scratch = os.environ['TMPDIR']\n\
+                assert os.environ['HOME'] == scratch, os.environ['HOME']\n\
+                assert not scratch.startswith(os.getcwd()), scratch\n\
+                with tempfile.NamedTemporaryFile(dir=scratch) as f:\n    f.write(b'ok')\n\
+                import agent_helpers\n\
+                raise RuntimeError('SCRATCH ' + scratch)\n";
+    for warm in [false, true] {
+        let setup = Setup::new(code);
+        let verdict = startup(warm, Sandbox::Strict).verify(&setup.req).await;
+        let message = &verdict.diagnostics[0].message;
+        let scratch = message
+            .split_once("SCRATCH ")
+            .map(|(_, s)| s.trim().to_owned())
+            .unwrap_or_else(|| panic!("warm={warm}: {message}"));
+        // Removed once the check is over.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Path::new(&scratch).exists() {
+            assert!(Instant::now() < deadline, "{scratch} was not removed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
