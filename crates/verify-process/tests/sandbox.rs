@@ -15,7 +15,7 @@ use bluegreen_core::{Verdict, Verifier};
 use bluegreen_verify_process::{
     Sandbox, ScriptOptions, ScriptVerifier, StartupOptions, StartupVerifier,
 };
-use common::{pid_exists, Setup, TIMEOUT};
+use common::{pid_exists, verifier_with, Setup, TIMEOUT};
 
 /// The planted secret: present in this process's environment from exec on (see
 /// [`in_process_with_token`]), never on the allow-list.
@@ -290,6 +290,39 @@ async fn a_check_gets_a_private_writable_scratch_directory() {
         while Path::new(&scratch).exists() {
             assert!(Instant::now() < deadline, "{scratch} was not removed");
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_and_off_give_the_same_verdicts_on_the_fixtures() {
+    // Confinement changes nothing for agents that only import, compute and print (the root,
+    // its siblings and the stdlib stay readable).
+    let fixtures = [
+        "good_agent.py",
+        "imports_sibling.py",
+        "large_good_agent.py",
+        "raises_at_import.py",
+        "sys_exit_at_import.py",
+        "missing_entrypoint.py",
+        "entrypoint_not_callable.py",
+        "entrypoint_wrong_arity.py",
+        "prints_100mb.py",
+        "allocates_4gib.py",
+    ];
+    for warm in [false, true] {
+        let strict = verifier_with(warm, TIMEOUT, Sandbox::Strict);
+        let off = verifier_with(warm, TIMEOUT, Sandbox::Off);
+        for fixture in fixtures {
+            let setup = Setup::fixture(fixture);
+            let confined = strict.verify(&setup.req).await;
+            assert_eq!(confined, off.verify(&setup.req).await, "{fixture} warm={warm}");
+            if fixture == "good_agent.py" || fixture == "imports_sibling.py" {
+                assert!(confined.passed, "{fixture} warm={warm}: {confined:?}");
+            }
+        }
+        if warm {
+            assert!(strict.zygote_pid().is_some(), "strict warm mode ran cold");
         }
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bluegreen_core::{AgentId, DeploymentId, Verdict, Verifier, VerifyRequest};
-use bluegreen_verify_process::{StartupOptions, StartupVerifier};
+use bluegreen_verify_process::{Sandbox, StartupOptions, StartupVerifier};
 
 /// The default startup-check timeout of these tests.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -151,14 +151,22 @@ pub fn assert_none_with(marker: &str) {
     }
 }
 
-/// A `python-startup` verifier checking the `process_event` entrypoint.
+/// A `python-startup` verifier checking the `process_event` entrypoint, unconfined
+/// (`sandbox = "off"`): these tests' agents record pids and parents in the root. The strict
+/// mode gives the same verdicts on the fixtures (`tests/sandbox.rs`).
 pub fn verifier(warm: bool, timeout: Duration) -> StartupVerifier {
+    verifier_with(warm, timeout, Sandbox::Off)
+}
+
+/// [`verifier`] with the given confinement.
+pub fn verifier_with(warm: bool, timeout: Duration, sandbox: Sandbox) -> StartupVerifier {
     StartupVerifier::new(
         "startup",
         StartupOptions {
             entrypoint: Some("process_event".into()),
             timeout,
             warm,
+            sandbox,
             ..StartupOptions::default()
         },
     )
