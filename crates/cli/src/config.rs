@@ -78,6 +78,16 @@ pub struct VerifierSpec {
     pub timeout: Option<Duration>,
     /// Environment variables passed through to subprocess verifiers.
     pub pass_env: Vec<String>,
+    /// `sandbox = "strict" | "off"` of subprocess verifiers (default strict).
+    pub sandbox: SandboxMode,
+}
+
+/// How a subprocess verifier's processes are confined (`sandbox = "strict" | "off"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SandboxMode {
+    #[default]
+    Strict,
+    Off,
 }
 
 impl VerifierSpec {
@@ -92,6 +102,7 @@ impl VerifierSpec {
             },
             timeout: None,
             pass_env: Vec::new(),
+            sandbox: SandboxMode::Strict,
         }
     }
 }
@@ -245,6 +256,7 @@ struct RawVerifier {
     warm: Option<Spanned<bool>>,
     pass_env: Option<Spanned<Vec<String>>>,
     command: Option<Spanned<Vec<String>>>,
+    sandbox: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -441,6 +453,7 @@ impl Validator<'_> {
                 not_for("warm", raw.warm.as_ref().map(Spanned::span))?;
                 not_for("command", raw.command.as_ref().map(Spanned::span))?;
                 not_for("pass_env", raw.pass_env.as_ref().map(Spanned::span))?;
+                not_for("sandbox", raw.sandbox.as_ref().map(Spanned::span))?;
                 VerifierKind::PythonSyntax {
                     engine: raw.engine,
                     python_version: raw.python_version,
@@ -486,11 +499,25 @@ impl Validator<'_> {
             .as_ref()
             .map(|t| self.duration(t, "timeout"))
             .transpose()?;
+        let sandbox = match &raw.sandbox {
+            None => SandboxMode::Strict,
+            Some(value) => match value.get_ref().as_str() {
+                "strict" => SandboxMode::Strict,
+                "off" => SandboxMode::Off,
+                other => {
+                    return Err(self.err(
+                        value.span(),
+                        format!("unknown sandbox {other:?}; expected \"strict\" or \"off\""),
+                    ))
+                }
+            },
+        };
         Ok(VerifierSpec {
             name: name.get_ref().clone(),
             kind,
             timeout,
             pass_env: raw.pass_env.map(Spanned::into_inner).unwrap_or_default(),
+            sandbox,
         })
     }
 

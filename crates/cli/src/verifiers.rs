@@ -8,7 +8,7 @@ use std::time::Duration;
 use bluegreen_core::{Chain, ChainOptions, Verdict, Verifier, VerifyRequest};
 use bluegreen_verify_syntax::{EntrypointSpec, SyntaxOptions, SyntaxVerifier};
 
-use crate::config::{Config, Span, VerifierKind, VerifierSpec};
+use crate::config::{Config, SandboxMode, Span, VerifierKind, VerifierSpec};
 
 /// Checks a verifier's options when the config is loaded: `Err((span, message))` locates the
 /// mistake in the file.
@@ -128,6 +128,7 @@ fn startup_options(
         python: config.python.clone(),
         pass_env: spec.pass_env.clone(),
         python_path: config.python_path.clone(),
+        sandbox: sandbox(spec),
         ..Default::default()
     };
     if let VerifierKind::PythonStartup { entrypoint, warm } = &spec.kind {
@@ -154,7 +155,15 @@ fn script_options(
         timeout: spec.timeout.unwrap_or(DEFAULT_SCRIPT_TIMEOUT),
         limits: Default::default(),
         pass_env: spec.pass_env.clone(),
+        sandbox: sandbox(spec),
     })
+}
+
+fn sandbox(spec: &VerifierSpec) -> bluegreen_verify_process::Sandbox {
+    match spec.sandbox {
+        SandboxMode::Strict => bluegreen_verify_process::Sandbox::Strict,
+        SandboxMode::Off => bluegreen_verify_process::Sandbox::Off,
+    }
 }
 
 /// A script without its own `timeout` still may not hang a deployment forever.

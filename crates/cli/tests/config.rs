@@ -263,4 +263,39 @@ fn python_path_entries_must_be_directories_inside_the_root() {
         );
         assert!(run.stderr.contains(needle), "{text}: {}", run.stderr);
     }
+fn sandbox_option_of_subprocess_verifiers() {
+    // Both values are accepted for python-startup and script verifiers.
+    let (_, run) = status_with(
+        "[verifiers.startup]\nkind = \"python-startup\"\nsandbox = \"off\"\n\
+         [verifiers.tests]\nkind = \"script\"\ncommand = [\"true\"]\nsandbox = \"strict\"\n",
+    );
+    assert_code(&run, 0);
+    // Anything else is refused where it stands.
+    let (_, run) = status_with(
+        "[verifiers.tests]\nkind = \"script\"\ncommand = [\"true\"]\nsandbox = \"loose\"\n",
+    );
+    assert_code(&run, 2);
+    assert!(
+        run.stderr.contains(
+            "bluegreen.toml:4:11: unknown sandbox \"loose\"; expected \"strict\" or \"off\""
+        ),
+        "{}",
+        run.stderr
+    );
+    // python-syntax runs no candidate code: the option is not one of its.
+    let (_, run) = status_with("[verifiers.lint]\nkind = \"python-syntax\"\nsandbox = \"off\"\n");
+    assert_code(&run, 2);
+    assert!(
+        run.stderr
+            .contains("bluegreen.toml:3:11: `sandbox` is not an option of python-syntax verifiers"),
+        "{}",
+        run.stderr
+    );
+    let (_, run) = status_with("[verifiers.startup]\nkind = \"python-startup\"\nsandbox = true\n");
+    assert_code(&run, 2);
+    assert!(
+        run.stderr.contains("bluegreen.toml:3:11:"),
+        "{}",
+        run.stderr
+    );
 }

@@ -35,6 +35,10 @@ pub enum Error {
     },
     #[error("store: {0}")]
     Store(String),
+    /// The deployment was refused (verification changed what it checks against) and the
+    /// refusal could not be recorded as a FAILED deployment. Exit code 1.
+    #[error("{0}")]
+    Refused(String),
     #[error("internal: {0}")]
     Internal(String),
     /// An armed in-process fault point fired; the service stopped without cleanup, as a
@@ -48,6 +52,7 @@ impl Error {
         match self {
             Error::BadInput(_) | Error::UnknownAgent(_) => ErrorKind::BadInput,
             Error::Conflict(_) | Error::LockTimeout { .. } => ErrorKind::Conflict,
+            Error::Refused(_) => ErrorKind::Rejected,
             Error::Io { .. } | Error::Store(_) | Error::Internal(_) | Error::InjectedCrash(_) => {
                 ErrorKind::Io
             }

@@ -57,6 +57,7 @@ pub mod fault;
 pub mod feed;
 pub mod ids;
 pub mod import_name;
+mod integrity;
 pub mod memory;
 pub mod paths;
 pub mod pyc;

@@ -21,6 +21,7 @@ use crate::dirfd::{self, Dir, FileId, FsContext};
 use crate::error::Error;
 use crate::fault::{self, FaultPoint};
 use crate::ids::{AgentId, DeploymentId};
+use crate::integrity;
 use crate::memory::MemoryStore;
 use crate::paths::{self, Target};
 use crate::pyc;
@@ -467,7 +468,17 @@ impl BlueGreenService {
             deployment_id: d.begin.deployment_id.clone(),
             root: root.clone(),
         };
+        let guard = integrity::Guard::before(store.as_ref(), d.agent);
         let verification = d.chain.run(&request).await;
+        // Candidate code must not have touched GREEN, its snapshot or the registry.
+        let tampered = guard.changed(
+            store.as_ref(),
+            d.agent,
+            dir.read(d.target.file_name()),
+            &d.target.rel,
+            d.green,
+            d.begin.backup_path.as_deref(),
+        );
         stages.push(timing("verify", verification.passed, started));
         let synced = match staged_sync {
             Some(task) => task
@@ -476,10 +487,23 @@ impl BlueGreenService {
                 .and_then(|r| r.fs_context(|| format!("syncing {}", d.begin.staged_path))),
             None => Ok(()),
         };
-        if !verification.passed {
+        if !verification.passed || tampered.is_some() {
             remove_and_sync(&dir, staged_name, &d.begin.staged_path)?;
-            let reason = verification.summary().map(|s| one_line(&s, 500));
-            let meta = self.finish(d.agent, d.begin, Status::Failed, reason.clone())?;
+            let reason = tampered
+                .clone()
+                .or_else(|| verification.summary().map(|s| one_line(&s, 500)));
+            let meta = match (
+                self.finish(d.agent, d.begin, Status::Failed, reason.clone()),
+                tampered,
+            ) {
+                (Ok(meta), _) => meta,
+                // The candidate may have broken the registry itself: say so, not only that
+                // the log is unreadable.
+                (Err(e), Some(why)) => {
+                    return Err(Error::Refused(format!("{why}; recording it failed: {e}")))
+                }
+                (Err(e), None) => return Err(e),
+            };
             return Ok(report(
                 &d,
                 DeployOutcome::Rejected,

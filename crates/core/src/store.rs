@@ -488,6 +488,12 @@ pub trait Store: Send + Sync + 'static {
     /// Every snapshot present for the agent (relative paths), for orphan cleanup.
     fn list_backups(&self, agent: &AgentId) -> Result<Vec<String>, Error>;
 
+    /// The agent's registry as stored (its log's bytes), so the service can tell whether
+    /// verification changed it; `None` if the store cannot tell (in-memory stores).
+    fn registry_bytes(&self, _agent: &AgentId) -> Result<Option<Vec<u8>>, Error> {
+        Ok(None)
+    }
+
     /// Agents that may need recovery (a pending deployment or rollback, or an unfinished
     /// prune). May over-approximate; must never miss one. Stores may answer this cheaply.
     fn pending_agents(&self) -> Result<Vec<AgentId>, Error> {

@@ -572,6 +572,15 @@ impl Store for FsStore {
         self.trash.discard(&dir, name, path)
     }
 
+    fn registry_bytes(&self, agent: &AgentId) -> Result<Option<Vec<u8>>, Error> {
+        let path = self.events_path(agent);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
     fn list_backups(&self, agent: &AgentId) -> Result<Vec<String>, Error> {
         let rel = backups_rel(agent);
         let Some(dir) = self.backup_dir(agent, false)? else {

@@ -241,13 +241,19 @@ unsafe fn drop_capabilities() -> io::Result<()> {
     for cap in 0..64 {
         if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) == -1 {
             match io::Error::last_os_error().raw_os_error() {
-                Some(libc::EINVAL) => break, // past the last capability
+                Some(libc::EINVAL) => break,   // past the last capability
                 Some(libc::EPERM) => continue, // not ours to drop (already unprivileged)
                 _ => return Err(io::Error::last_os_error()),
             }
         }
     }
-    libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    libc::prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL,
+        0,
+        0,
+        0,
+    );
     #[repr(C)]
     struct Header {
         version: u32,
@@ -286,7 +292,10 @@ mod tests {
         let b = Scratch::new("test").unwrap();
         assert_ne!(a.path(), b.path());
         let mode = std::fs::metadata(a.path()).unwrap();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o700);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+            0o700
+        );
         std::fs::write(a.path().join("f"), b"x").unwrap();
         let path = a.path().to_path_buf();
         drop(a);

@@ -197,7 +197,10 @@ async fn without_the_sandbox_the_same_candidate_does_the_damage() {
             "c: append events".into(),
             "d: rewrite config".into(),
         ] {
-            assert!(attempts[&key].starts_with("succeeded"), "{key}: {attempts:#?}");
+            assert!(
+                attempts[&key].starts_with("succeeded"),
+                "{key}: {attempts:#?}"
+            );
         }
         assert_eq!(
             attempts[&format!("e: environ of {me}")],
@@ -205,7 +208,10 @@ async fn without_the_sandbox_the_same_candidate_does_the_damage() {
             "warm={warm}"
         );
         let target = std::fs::read(setup.root().join(GUARDED[0])).ok();
-        assert_ne!(target.as_deref(), Some(&b"# guarded file 0\nGREEN = 0\n"[..]));
+        assert_ne!(
+            target.as_deref(),
+            Some(&b"# guarded file 0\nGREEN = 0\n"[..])
+        );
     }
 }
 
@@ -240,7 +246,10 @@ fn sleeper_pid(verdict: &Verdict) -> i32 {
 async fn assert_gone(pid: i32, label: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while pid_exists(pid) {
-        assert!(Instant::now() < deadline, "{label}: sleeper {pid} survived its check");
+        assert!(
+            Instant::now() < deadline,
+            "{label}: sleeper {pid} survived its check"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -316,7 +325,11 @@ async fn strict_and_off_give_the_same_verdicts_on_the_fixtures() {
         for fixture in fixtures {
             let setup = Setup::fixture(fixture);
             let confined = strict.verify(&setup.req).await;
-            assert_eq!(confined, off.verify(&setup.req).await, "{fixture} warm={warm}");
+            assert_eq!(
+                confined,
+                off.verify(&setup.req).await,
+                "{fixture} warm={warm}"
+            );
             if fixture == "good_agent.py" || fixture == "imports_sibling.py" {
                 assert!(confined.passed, "{fixture} warm={warm}: {confined:?}");
             }
