@@ -14,7 +14,8 @@
 //! itself dies, the whole group is killed with `SIGKILL` and reaped. Resource limits
 //! ([`Limits`]) are applied before the program runs, the environment is cleared except
 //! [`ENV_ALLOW_LIST`] and configured pass-through variables, and stdout/stderr are captured
-//! concurrently with a cap. **This bounds accidents; it is not a security sandbox.**
+//! concurrently with a cap. Under `sandbox = "strict"` (the default) checks are also confined
+//! by the kernel: see [`sandbox`].
 //!
 //! ```
 //! use std::time::Duration;

@@ -1,9 +1,8 @@
 //! Resource limits and the environment every checked process gets.
 //!
 //! These bound accidents — a runaway loop, a huge allocation, a log file that fills the
-//! disk, a fork loop. They are **not a security sandbox**: a checked program runs as the
-//! same user as bluegreen, sees the same files and network, and can leave its process group
-//! on purpose (`setsid`). Only run code you would run anyway.
+//! disk, a fork loop. Confinement (what a check may write, read and signal) is
+//! [`crate::sandbox`]'s job.
 
 use std::ffi::OsString;
 

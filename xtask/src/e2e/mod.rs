@@ -19,6 +19,7 @@
 mod bytecode;
 mod cli;
 mod config;
+mod confinement;
 mod hostile_root;
 mod http;
 mod memory;
@@ -150,6 +151,7 @@ fn plan() -> Vec<Row> {
     rows.extend(hostile_root::rows());
     rows.extend(server_limits::rows());
     rows.extend(bytecode::rows());
+    rows.extend(confinement::rows());
     rows.sort_by_key(|r| scenario_number(&r.scenario));
     rows
 }
