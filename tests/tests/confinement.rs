@@ -127,8 +127,14 @@ async fn strict_confinement_refuses_the_damage_and_changes_nothing() {
         let reason = report.error.clone().unwrap_or_default();
         // The attempt raised (PermissionError) and failed the script; nothing changed, so
         // the integrity check has nothing to add.
-        assert!(reason.contains("exited with status 1"), "{action}: {reason}");
-        assert!(!reason.contains("verification changed"), "{action}: {reason}");
+        assert!(
+            reason.contains("exited with status 1"),
+            "{action}: {reason}"
+        );
+        assert!(
+            !reason.contains("verification changed"),
+            "{action}: {reason}"
+        );
         // Byte-identical (the deployment itself only added GREEN's new snapshot and its
         // records to the log).
         let after = guarded(&f.root);

@@ -66,7 +66,10 @@ pub fn rows() -> Vec<Row> {
 
 /// A root with GREEN live through `check` (and `sandbox`), and the binary with the token.
 fn live_root(c: &Case, check: Check, sandbox: &str) -> Result<Bg, String> {
-    write(&c.root.join("bluegreen.toml"), check.toml(sandbox).as_bytes())?;
+    write(
+        &c.root.join("bluegreen.toml"),
+        check.toml(sandbox).as_bytes(),
+    )?;
     let bg = Bg::new(&c.ctx.bin, &c.root);
     bg.deploy_ok(AGENT, FILE, GREEN)?;
     // A second deployment: GREEN then has a snapshot of the first.
@@ -166,7 +169,11 @@ fn sandbox_off(c: &Case, check: Check) -> Outcome {
         "the damage was not reported: {doc}"
     );
     // Nothing is restored behind the operator's back; BLUE did not go live.
-    expect_bytes(&c.root.join(FILE), b"HACKED = 1\n", "what the candidate left")?;
+    expect_bytes(
+        &c.root.join(FILE),
+        b"HACKED = 1\n",
+        "what the candidate left",
+    )?;
     Ok("detected after the chain: exit 1 with the reason".into())
 }
 
@@ -190,10 +197,11 @@ fn escapee(c: &Case, check: Check) -> Outcome {
     let out = deploy_with_token(&bg, ESCAPEE.as_bytes())?;
     let text = format!("{}{}", out.stdout, out.stderr);
     ensure!(out.code == Some(1), "not rejected: {}", out.describe());
+    // The first "sleeper <digits>" (a script's traceback also quotes the source line).
     let pid: i32 = text
         .split("sleeper ")
-        .nth(1)
-        .and_then(|rest| {
+        .skip(1)
+        .find_map(|rest| {
             let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
             digits.parse().ok()
         })
@@ -202,7 +210,10 @@ fn escapee(c: &Case, check: Check) -> Outcome {
     let proc_dir = format!("/proc/{pid}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while Path::new(&proc_dir).exists() {
-        ensure!(Instant::now() < deadline, "sleeper {pid} outlived its check");
+        ensure!(
+            Instant::now() < deadline,
+            "sleeper {pid} outlived its check"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(format!("sleeper {pid} died with its check"))

@@ -78,7 +78,9 @@ def _bg_syscall(*args):
 def _bg_landlock_rules():
     # Opened once in the zygote (O_PATH), used by every child to build its own layer:
     # [(fd, rights)], the ABI's handled rights and scopes, and the rights for the scratch dir.
-    abi = _BG_LIBC.syscall(ctypes.c_long(_LL_CREATE_RULESET), None, ctypes.c_long(0), ctypes.c_long(1))
+    abi = _BG_LIBC.syscall(
+        ctypes.c_long(_LL_CREATE_RULESET), None, ctypes.c_long(0), ctypes.c_long(1)
+    )  # LANDLOCK_CREATE_RULESET_VERSION: the ABI version, or -1
     if abi < 1:
         return None
     handled = (1 << 13) - 1
@@ -144,7 +146,7 @@ def _bg_confine():
 
 
 def _bg_scratch_of(pid):
-    return os.path.join(_BG_SANDBOX["scratch"], "check-%d" % pid)
+    return os.path.join(_BG_SANDBOX["scratch"], f"check-{pid}")
 
 
 _BG_WARM_UP_SOURCE = "def f(e):\n    return [x * 2 for x in e if x] + list(range(10))\n" * 40
@@ -307,7 +309,7 @@ def _bg_kill_orphans(children):
         return
     for task in tasks:
         try:
-            with open("/proc/self/task/%s/children" % task) as f:
+            with open(f"/proc/self/task/{task}/children") as f:
                 pids = [int(p) for p in f.read().split()]
         except (OSError, ValueError):
             continue

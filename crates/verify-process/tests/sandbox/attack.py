@@ -7,6 +7,7 @@ import shutil
 
 TEST_PID = int("@TEST_PID@")
 TOKEN = b"@TOKEN@"
+PTRACE = "@PTRACE@".startswith("yes")
 ROOT = os.getcwd()
 TARGET = os.path.join(ROOT, "services/agents/alpha.py")
 RESULTS = {}
@@ -14,9 +15,9 @@ RESULTS = {}
 
 def attempt(name, action):
     try:
-        RESULTS[name] = "succeeded: %s" % (action(),)
+        RESULTS[name] = f"succeeded: {action()}"
     except BaseException as exc:  # noqa: BLE001
-        RESULTS[name] = "failed: %s %s" % (type(exc).__name__, getattr(exc, "errno", ""))
+        RESULTS[name] = f"failed: {type(exc).__name__} {getattr(exc, 'errno', '')}"
 
 
 def write(rel, data, mode="w"):
@@ -35,7 +36,7 @@ attempt("root: new file", lambda: write("dropped.py", "x = 1\n"))
 
 
 def parent_of(pid):
-    with open("/proc/%d/stat" % pid) as f:
+    with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
@@ -47,18 +48,18 @@ def ancestors():
     except OSError:
         pass
     pids.append(TEST_PID)
-    return sorted(set(p for p in pids if p > 1))
+    return sorted({p for p in pids if p > 1})
 
 
 def read_environ(pid):
-    with open("/proc/%d/environ" % pid, "rb") as f:
+    with open(f"/proc/{pid}/environ", "rb") as f:
         data = f.read()
-    return "TOKEN FOUND" if TOKEN in data else "read %d bytes" % len(data)
+    return "TOKEN FOUND" if TOKEN in data else f"read {len(data)} bytes"
 
 
 def read_mem(pid):
-    with open("/proc/%d/mem" % pid, "rb") as f:
-        return "opened %r" % f
+    with open(f"/proc/{pid}/mem", "rb") as f:
+        return f"opened {f!r}"
 
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -85,14 +86,14 @@ def vm_read(pid):
     err = ctypes.get_errno()
     if n < 0 and err != 14:  # EFAULT: permitted, just a bad address
         raise OSError(err, os.strerror(err))
-    return "permitted (%d, errno %d)" % (n, err)
+    return f"permitted ({n}, errno {err})"
 
 
 for pid in ancestors():
-    attempt("e: environ of %d" % pid, lambda: read_environ(pid))
-    attempt("f: mem of %d" % pid, lambda: read_mem(pid))
-    attempt("f: process_vm_readv %d" % pid, lambda: vm_read(pid))
-    if "@PTRACE@" == "yes":
-        attempt("f: ptrace %d" % pid, lambda: ptrace_seize(pid))
+    attempt(f"e: environ of {pid}", lambda pid=pid: read_environ(pid))
+    attempt(f"f: mem of {pid}", lambda pid=pid: read_mem(pid))
+    attempt(f"f: process_vm_readv {pid}", lambda pid=pid: vm_read(pid))
+    if PTRACE:
+        attempt(f"f: ptrace {pid}", lambda pid=pid: ptrace_seize(pid))
 
 raise RuntimeError("ATTACKS " + json.dumps(RESULTS, sort_keys=True))
