@@ -263,6 +263,9 @@ fn python_path_entries_must_be_directories_inside_the_root() {
         );
         assert!(run.stderr.contains(needle), "{text}: {}", run.stderr);
     }
+}
+
+#[test]
 fn sandbox_option_of_subprocess_verifiers() {
     // Both values are accepted for python-startup and script verifiers.
     let (_, run) = status_with(

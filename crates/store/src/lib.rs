@@ -573,12 +573,11 @@ impl Store for FsStore {
     }
 
     fn registry_bytes(&self, agent: &AgentId) -> Result<Option<Vec<u8>>, Error> {
-        let path = self.events_path(agent);
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
-        }
+        let Some(dir) = self.agent_dir(agent, false)? else {
+            return Ok(None);
+        };
+        dir.read(EVENTS)
+            .fs_context(|| format!("agent {agent}: reading {}", log_rel(agent)))
     }
 
     fn list_backups(&self, agent: &AgentId) -> Result<Vec<String>, Error> {
