@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use bluegreen_core::{AgentId, DeploymentId, Verdict, Verifier, VerifyRequest};
-use bluegreen_verify_process::{StartupOptions, StartupVerifier};
+use bluegreen_verify_process::{Sandbox, StartupOptions, StartupVerifier};
 use common::TIMEOUT;
 
 /// A root with `files` written, and the candidate `code` staged beside `target`.
@@ -69,6 +69,7 @@ impl Tree {
     }
 }
 
+/// Unconfined (`sandbox = "off"`): these agents and parents record that they ran in the root.
 fn verifier(warm: bool, python_path: &[&str]) -> StartupVerifier {
     StartupVerifier::new(
         "startup",
@@ -77,6 +78,7 @@ fn verifier(warm: bool, python_path: &[&str]) -> StartupVerifier {
             timeout: TIMEOUT,
             warm,
             python_path: python_path.iter().map(PathBuf::from).collect(),
+            sandbox: Sandbox::Off,
             ..StartupOptions::default()
         },
     )
