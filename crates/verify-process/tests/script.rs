@@ -5,7 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bluegreen_core::{Verdict, Verifier};
-use bluegreen_verify_process::{Error, ScriptOptions, ScriptVerifier};
+use bluegreen_verify_process::{Error, Sandbox, ScriptOptions, ScriptVerifier};
 use common::Setup;
 
 fn script(command: &[&str], timeout: Duration) -> ScriptVerifier {
@@ -150,6 +150,8 @@ async fn scripts_write_no_bytecode_unless_the_variable_is_passed_through() {
                 ),
             ],
             pass_env: vec!["PYTHONDONTWRITEBYTECODE".into()],
+            // Unconfined: a strict script cannot write into the root at all.
+            sandbox: Sandbox::Off,
             ..ScriptOptions::default()
         },
     )
