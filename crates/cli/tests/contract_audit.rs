@@ -56,7 +56,9 @@ fn spawn_watch(root: &Root) -> (Child, mpsc::Receiver<String>) {
 fn until(lines: &mpsc::Receiver<String>, kind: &str) -> Vec<Value> {
     let mut docs = Vec::new();
     loop {
-        let line = lines.recv_timeout(WAIT).expect("watch printed nothing more");
+        let line = lines
+            .recv_timeout(WAIT)
+            .expect("watch printed nothing more");
         let doc: Value = serde_json::from_str(&line).unwrap();
         let done = doc["type"] == kind;
         docs.push(doc);
@@ -160,7 +162,10 @@ fn a_rollback_body_over_the_size_limit_gets_413() {
     ]);
     assert_code(&run, 0);
     let server = Server::start(&root);
-    let body = format!("{{\"file_path\":\"alpha.py\",\"pad\":\"{}\"}}", "x".repeat(5000));
+    let body = format!(
+        "{{\"file_path\":\"alpha.py\",\"pad\":\"{}\"}}",
+        "x".repeat(5000)
+    );
     let resp = server
         .http
         .post(format!("{}/api/v1/agents/alpha/rollback", server.base))

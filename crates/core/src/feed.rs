@@ -137,7 +137,8 @@ fn recorded_time(event: &Event) -> Option<DateTime<Utc>> {
         Event::Begin(begin) => Some(begin.timestamp),
         Event::RollbackBegin(rb) => Some(rb.timestamp),
         Event::Rollback { timestamp, .. } => Some(*timestamp),
-        Event::Finish { .. } | Event::RollbackAbandoned { .. } => None,
+        Event::Finish { at, .. } => *at,
+        Event::RollbackAbandoned { .. } => None,
     }
 }
 

@@ -589,6 +589,7 @@ impl BlueGreenService {
             backup_path: begin.backup_path.clone(),
             reason,
             pruned: Vec::new(),
+            at: Some(Utc::now()),
         };
         let mut state = Arc::unwrap_or_clone(self.load_state(agent)?);
         let plan = self.plan_retention(&mut state, &mut finish);
@@ -980,6 +981,7 @@ impl BlueGreenService {
                 reason: (!went_live)
                     .then(|| "interrupted before cutover; cleaned up by recovery".to_owned()),
                 pruned: Vec::new(),
+                at: Some(Utc::now()),
             };
             // The same retention a finished cutover applies: its record may have been lost
             // to a power cut after its pruned files were already deleted.

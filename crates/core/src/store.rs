@@ -109,6 +109,10 @@ pub enum Event {
         /// Snapshots retention drops with this event (deleted only after it is durable).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         pruned: Vec<String>,
+        /// When it ended (absent in logs written before it was recorded): every follower of
+        /// the registry reports this one time for the event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<DateTime<Utc>>,
     },
     /// `from` (LIVE) was rolled back and `to` (if any) is LIVE again with bytes `sha256`.
     Rollback {
@@ -252,6 +256,7 @@ impl AgentState {
                 backup_path,
                 reason,
                 pruned,
+                ..
             } => {
                 let Some(begin) = self.pending.take_if(|b| &b.deployment_id == deployment_id)
                 else {

@@ -40,6 +40,7 @@ fn finish(id: &DeploymentId, status: Status, backup: Option<String>, pruned: &[S
         backup_path: backup,
         reason: (status != Status::Live).then(|| "checks failed".to_owned()),
         pruned: pruned.to_vec(),
+        at: None,
     }
 }
 

@@ -680,6 +680,7 @@ mod tests {
             backup_path: None,
             reason: Some("r".repeat(reason_len)),
             pruned: Vec::new(),
+            at: None,
         };
         (id, begin, finish)
     }

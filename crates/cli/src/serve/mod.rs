@@ -255,6 +255,13 @@ impl AppState {
 
 /// The routes with authentication, body limit and request ids.
 pub fn router(state: AppState) -> Router {
+    // A rollback body names a path and an id: one over the code limit is refused as such.
+    let rollback_body = state
+        .service
+        .limits()
+        .max_code_bytes
+        .max(4096)
+        .min(state.max_body_bytes);
     let protected = Router::new()
         .route("/api/v1/dev/hotswap", post(handlers::hotswap))
         .route("/api/v1/agents", get(handlers::status))
@@ -265,7 +272,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/v1/agents/{agent_id}/rollback",
-            post(handlers::rollback),
+            post(handlers::rollback).layer(DefaultBodyLimit::max(rollback_body)),
         )
         .route("/api/v1/agents/{agent_id}/history", get(handlers::history))
         .route(
