@@ -313,8 +313,11 @@ impl BlueGreenService {
             }
             (Some(t), _) => t,
             (None, Some(bound)) => self.resolve(bound)?,
-            // Not bound yet means never deployed: an unknown agent (it needs a file path).
-            (None, None) => return Err(Error::UnknownAgent(agent.to_string())),
+            (None, None) => {
+                return Err(Error::BadInput(format!(
+                    "agent {agent} has no bound file yet: give the file path"
+                )))
+            }
         };
         let (green, green_mode, green_mtime) = self.read_green(&target)?;
 
