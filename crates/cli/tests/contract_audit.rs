@@ -175,24 +175,21 @@ fn a_rollback_body_over_the_size_limit_gets_413() {
     assert_eq!(resp.status().as_u16(), 413);
 }
 
-/// "unknown agents 404": a deployment of an agent that was never deployed, naming no file
-/// (so it cannot be a first deployment), is a 404 like every other route of an unknown agent;
-/// with a file it is the agent's first deployment.
+/// "A target that exists must be a regular file (not a directory, FIFO, socket or device)":
+/// bad input (exit 2), like a FIFO, not an I/O failure; nothing changes.
 #[test]
-fn a_deployment_of_an_unknown_agent_without_a_file_is_404() {
+fn a_socket_target_is_refused_as_bad_input() {
     let root = Root::new();
-    let server = Server::start(&root);
-    let post = |body: &str| {
-        let resp = server
-            .http
-            .post(format!("{}/api/v1/agents/ghost/deployments", server.base))
-            .header("Authorization", &format!("Bearer {TOKEN}"))
-            .send(body)
-            .unwrap();
-        resp.status().as_u16()
-    };
-    assert_eq!(post(r#"{"code":"x = 1\n"}"#), 404);
-    assert!(!root.path().join("ghost.py").exists());
-    assert_eq!(post(r#"{"code":"x = 1\n","file_path":"ghost.py"}"#), 200);
-    assert_eq!(root.read("ghost.py"), b"x = 1\n");
+    let _listener = std::os::unix::net::UnixListener::bind(root.path().join("sock.py")).unwrap();
+    let run = root.run(&[
+        "deploy",
+        "alpha",
+        "--file",
+        "sock.py",
+        "--code-file",
+        "alpha_v1.py",
+    ]);
+    assert_code(&run, 2);
+    assert!(run.stderr.contains("socket"), "{}", run.stderr);
+    assert!(!root.path().join("backups").exists());
 }

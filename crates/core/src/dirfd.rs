@@ -202,6 +202,16 @@ impl Dir {
                     "{name:?} is a symlink; refusing to follow it"
                 )))
             }
+            // A socket (or a device without a driver) cannot be opened at all.
+            Err(e @ rustix::io::Errno::NXIO) => match self.stat(name)? {
+                Some(st) if !is_regular(&st) => {
+                    return Err(refused(format!(
+                        "{name:?} is {}, not a regular file",
+                        describe(&st)
+                    )))
+                }
+                _ => return Err(e.into()),
+            },
             Err(e) => return Err(e.into()),
         };
         let st = rustix::fs::fstat(&fd)?;
