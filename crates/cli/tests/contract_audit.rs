@@ -193,3 +193,34 @@ fn a_socket_target_is_refused_as_bad_input() {
     assert!(run.stderr.contains("socket"), "{}", run.stderr);
     assert!(!root.path().join("backups").exists());
 }
+
+/// "agent_id: 1–128 chars of [A-Za-z0-9_.-]" on every route, and "Error bodies carry no
+/// absolute paths": an error body with non-ASCII text (an agent id or file path a client
+/// sent) is answered 400 with its JSON document. Before the fix the redaction of error
+/// bodies panicked on a multi-byte character and the connection closed with no answer.
+#[test]
+fn errors_with_non_ascii_input_are_answered_400() {
+    let root = Root::new();
+    let server = Server::start(&root);
+    let auth = format!("Bearer {TOKEN}");
+    let resp = server
+        .http
+        .get(format!("{}/api/v1/agents/%C3%A9/history", server.base))
+        .header("Authorization", &auth)
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = serde_json::from_str(&resp.into_body().read_to_string().unwrap()).unwrap();
+    assert_eq!(body["error_kind"], "bad_input");
+    assert!(body["error"].as_str().unwrap().contains('é'), "{body}");
+
+    let resp = server
+        .http
+        .post(format!("{}/api/v1/dev/hotswap", server.base))
+        .header("Authorization", &auth)
+        .send(r#"{"agent_id":"alpha","code":"x = 1\n","file_path":"/nowhere/ü/a.py"}"#)
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = serde_json::from_str(&resp.into_body().read_to_string().unwrap()).unwrap();
+    assert!(!body["error"].as_str().unwrap().contains("/nowhere"), "{body}");
+}
