@@ -222,5 +222,8 @@ fn errors_with_non_ascii_input_are_answered_400() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
     let body: Value = serde_json::from_str(&resp.into_body().read_to_string().unwrap()).unwrap();
-    assert!(!body["error"].as_str().unwrap().contains("/nowhere"), "{body}");
+    assert!(
+        !body["error"].as_str().unwrap().contains("/nowhere"),
+        "{body}"
+    );
 }

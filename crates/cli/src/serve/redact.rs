@@ -57,7 +57,7 @@ fn redact_absolute_paths(text: &str) -> String {
     while let Some((i, c)) = chars.next() {
         let starts_word = previous
             .is_none_or(|p| p.is_whitespace() || matches!(p, '"' | '\'' | '(' | '[' | '`' | '='));
-        let next_is_path = text[i + 1..]
+        let next_is_path = text[i + c.len_utf8()..]
             .chars()
             .next()
             .is_some_and(|n| n.is_alphanumeric() || matches!(n, '.' | '_' | '-' | '~'));
@@ -114,6 +114,10 @@ mod tests {
         assert_eq!(
             forms.redact(r#"{"error":"cannot open /srv/root/agents/a.py: denied"}"#),
             r#"{"error":"cannot open agents/a.py: denied"}"#
+        );
+        assert_eq!(
+            forms.redact(r#"{"error":"bad id \"é\" at /x/ü"}"#),
+            r#"{"error":"bad id \"é\" at <path>"}"#
         );
         assert_eq!(
             forms.redact("root /srv/root is gone"),
