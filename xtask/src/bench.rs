@@ -608,6 +608,7 @@ fn registry_scale(scratch: &Path, bin: &Path, agents: usize, deps: usize) -> Res
                 backup_path: None,
                 reason: None,
                 pruned: Vec::new(),
+                at: None,
             });
             previous = Some(id);
         }
