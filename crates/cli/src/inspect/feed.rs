@@ -12,9 +12,11 @@
 //! | `rolled_back` | `deployment_id` was rolled back; `to` is LIVE again (`null`: none) | `ROLLED_BACK` |
 //! | `rollback_abandoned` | a rollback a crash interrupted did not take effect | `LIVE` |
 //!
-//! `timestamp` is when it happened: the recorded start for `*_started` and `rolled_back`;
-//! for the others (the registry records no time of their own) when the feed read them,
-//! bounded by the next event's time (so timestamps never go backwards within an agent). Optional fields:
+//! `timestamp` is when it happened, as the registry recorded it: the start for `*_started`
+//! and `rolled_back`, the end for `deployed`/`deploy_failed`/`aborted` (so every follower
+//! reports one time); only where no time is recorded (`rollback_abandoned`, logs written
+//! before the end time was) when the feed read them, bounded by the next event's time (so
+//! timestamps never go backwards within an agent). Optional fields:
 //! `file_path`, `sha256` (of the deployment's bytes; for `rolled_back`, of the restored
 //! bytes), `previous`, `to`, `reason`.
 
