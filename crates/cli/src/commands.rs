@@ -192,7 +192,19 @@ async fn execute(cli: &Cli) -> Result<Output, CliError> {
 
     // Every command first repairs what a crash interrupted. An agent that cannot be
     // recovered (a corrupt registry) is reported and left alone; the others go on.
-    let recovery = service.recover().await?;
+    // `recover` looks at every agent; `status` of all agents recovers what the one read of
+    // every log tail it needs anyway finds; every other command recovers the agents in the
+    // store's pending index and its own agent, at a cost independent of the agent count.
+    let mut all_status = None;
+    let recovery = match &cli.command {
+        Command::Recover => service.recover().await?,
+        Command::Status(args) if args.agent_id.is_none() => {
+            let (recovery, status) = service.recover_and_status().await?;
+            all_status = Some(status);
+            recovery
+        }
+        command => service.recover_pending(agent_of(command)).await?,
+    };
     for action in &recovery.actions {
         tracing::warn!(agent = %action.agent_id, "recovered: {}", action.action);
     }
@@ -215,7 +227,7 @@ async fn execute(cli: &Cli) -> Result<Output, CliError> {
     match &cli.command {
         Command::Deploy(args) => deploy(&service, &config, args, verbosity).await,
         Command::Rollback(args) => rollback(&service, args, verbosity).await,
-        Command::Status(args) => status(&service, args.agent_id.as_deref(), &recovery),
+        Command::Status(args) => status(&service, args.agent_id.as_deref(), all_status, &recovery),
         Command::History(args) => {
             let deployments = service.history(&args.agent_id)?;
             Ok(Output::success(
@@ -356,11 +368,32 @@ async fn rollback(
 fn status(
     service: &BlueGreenService,
     agent: Option<&str>,
+    all: Option<bluegreen_core::store::ActiveVersions>,
     recovery: &bluegreen_core::RecoveryReport,
 ) -> Result<Output, CliError> {
-    let status = service.status()?;
-    let mut live = status.live;
-    let mut broken = status.broken;
+    let (mut live, mut broken) = match (agent, all) {
+        (None, Some(all)) => (all.live, all.broken),
+        (None, None) => {
+            let all = service.status()?;
+            (all.live, all.broken)
+        }
+        // One agent: only its own log tail is read.
+        (Some(agent), _) => {
+            let id = AgentId::new(agent)?;
+            let mut live = std::collections::BTreeMap::new();
+            let mut broken = std::collections::BTreeMap::new();
+            match service.store().active_version(&id) {
+                Ok(Some(record)) => {
+                    live.insert(id, record);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    broken.insert(id, e.to_string());
+                }
+            }
+            (live, broken)
+        }
+    };
     for (id, error) in &recovery.broken {
         broken.entry(id.clone()).or_insert_with(|| error.clone());
     }

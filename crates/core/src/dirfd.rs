@@ -295,6 +295,31 @@ impl Dir {
         Ok(())
     }
 
+    /// `renameat2(self, from, to_dir, to, RENAME_NOREPLACE)`: `false` if `to` exists
+    /// (or the filesystem cannot rename without replacing).
+    pub fn rename_noreplace(&self, from: &str, to_dir: &Dir, to: &str) -> io::Result<bool> {
+        match rustix::fs::renameat_with(
+            &self.fd,
+            plain(from)?,
+            &to_dir.fd,
+            plain(to)?,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::EXIST | rustix::io::Errno::INVAL) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes the empty directory `name`; `false` if it was missing.
+    pub fn remove_dir(&self, name: &str) -> io::Result<bool> {
+        match rustix::fs::unlinkat(&self.fd, plain(name)?, AtFlags::REMOVEDIR) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::NOENT) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Unlinks the file `name`; `false` if it was missing.
     pub fn unlink(&self, name: &str) -> io::Result<bool> {
         match rustix::fs::unlinkat(&self.fd, plain(name)?, AtFlags::empty()) {

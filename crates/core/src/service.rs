@@ -363,13 +363,19 @@ impl BlueGreenService {
             chain: &chain,
         };
         match self.run_deployment(run).await {
-            Ok(report) => Ok(report),
+            Ok(report) => {
+                self.settle(&agent);
+                Ok(report)
+            }
             Err(e @ Error::InjectedCrash(_)) => Err(e),
             Err(e) => {
                 // A real failure mid-flight: put things back now rather than at next start.
                 tracing::error!(%agent, error = %e, "deployment failed; recovering");
-                if let Err(again) = self.recover_agent_locked(&agent) {
-                    tracing::error!(%agent, error = %again, "recovery after failure failed too");
+                match self.recover_agent_locked(&agent) {
+                    Ok(_) => self.settle(&agent),
+                    Err(again) => {
+                        tracing::error!(%agent, error = %again, "recovery after failure failed too")
+                    }
                 }
                 Err(e)
             }
@@ -702,6 +708,7 @@ impl BlueGreenService {
             Some(bytes),
             Some("rolled back on request".into()),
         )?;
+        self.settle(&agent);
         let stages = vec![timing("rollback", true, started)];
         let state = self.load_state(&agent)?;
         Ok(RollbackReport {
@@ -745,10 +752,57 @@ impl BlueGreenService {
     /// Repairs every agent left mid-operation by a crash: removes staged leftovers, decides
     /// from the bytes on disk whether the cutover happened, and records the outcome.
     /// Agents whose lock a live process keeps holding are skipped (their work is in flight,
-    /// not crashed); a lock that frees up within a moment is waited for.
+    /// not crashed); a lock that frees up within a moment is waited for. Looks at every
+    /// agent (`Store::pending_agents`); [`Self::recover_pending`] is the cheap form.
     pub async fn recover(&self) -> Result<RecoveryReport, Error> {
+        let pending = self.inner.store.pending_agents()?;
+        Ok(self.recover_agents(pending).await)
+    }
+
+    /// [`Self::recover`] of the agents the store's index of operations in flight names
+    /// (`Store::pending_agents_indexed`), plus `agent` (the one a command is about to touch)
+    /// if its own registry says it needs it: the cost grows with the pending agents, not
+    /// with all of them. What every CLI command but `recover` and `status` runs first.
+    pub async fn recover_pending(&self, agent: Option<&str>) -> Result<RecoveryReport, Error> {
+        let store = &self.inner.store;
+        let mut pending = store.pending_agents_indexed()?;
+        if let Some(agent) = agent.and_then(|a| AgentId::new(a).ok()) {
+            if !pending.contains(&agent) && store.needs_recovery(&agent) {
+                pending.push(agent);
+                pending.sort();
+            }
+        }
+        Ok(self.recover_agents(pending).await)
+    }
+
+    /// Recovers what needs it, then the LIVE record of every agent, reading each agent's
+    /// log tail once (plus again for the agents recovery changed): `status` of all agents.
+    pub async fn recover_and_status(
+        &self,
+    ) -> Result<(RecoveryReport, crate::store::ActiveVersions), Error> {
+        let store = &self.inner.store;
+        let mut status = store.active_versions()?;
+        let pending = std::mem::take(&mut status.pending);
+        let report = self.recover_agents(pending.clone()).await;
+        for agent in pending {
+            status.live.remove(&agent);
+            status.broken.remove(&agent);
+            match store.active_version(&agent) {
+                Ok(Some(live)) => {
+                    status.live.insert(agent, live);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    status.broken.insert(agent, e.to_string());
+                }
+            }
+        }
+        Ok((report, status))
+    }
+
+    async fn recover_agents(&self, pending: Vec<AgentId>) -> RecoveryReport {
         let mut report = RecoveryReport::default();
-        for agent in self.inner.store.pending_agents()? {
+        for agent in pending {
             // One agent's broken registry (or state directory) is reported, and the others
             // are still recovered.
             let guard = match self.lock_within(&agent, RECOVERY_LOCK_WAIT).await {
@@ -764,6 +818,7 @@ impl BlueGreenService {
             };
             match self.recover_agent_locked(&agent) {
                 Ok(actions) => {
+                    self.settle(&agent);
                     report
                         .actions
                         .extend(actions.into_iter().map(|action| RecoveryAction {
@@ -775,7 +830,15 @@ impl BlueGreenService {
             }
             drop(guard);
         }
-        Ok(report)
+        report
+    }
+
+    /// Tells the store nothing is pending for `agent` any more. Lock held. A failure only
+    /// leaves the agent in the store's index, which costs the next command a look.
+    fn settle(&self, agent: &AgentId) {
+        if let Err(e) = self.inner.store.settled(agent) {
+            tracing::warn!(%agent, error = %e, "cannot drop the agent from the pending index");
+        }
     }
 
     // ---- internals -------------------------------------------------------------------
@@ -925,6 +988,7 @@ impl BlueGreenService {
         for action in self.recover_agent_locked(agent)? {
             tracing::warn!(%agent, action, "recovered an interrupted operation");
         }
+        self.settle(agent);
         self.load_state(agent)
     }
 
@@ -1146,8 +1210,11 @@ impl BlueGreenService {
             Ok(()) => {}
             Err(e @ Error::InjectedCrash(_)) => return Err(e),
             Err(e) => {
-                if let Err(again) = self.recover_agent_locked(agent) {
-                    tracing::error!(%agent, error = %again, "recovery after a failed rollback failed too");
+                match self.recover_agent_locked(agent) {
+                    Ok(_) => self.settle(agent),
+                    Err(again) => {
+                        tracing::error!(%agent, error = %again, "recovery after a failed rollback failed too")
+                    }
                 }
                 return Err(e);
             }

@@ -395,6 +395,9 @@ pub struct ActiveVersions {
     pub live: BTreeMap<AgentId, DeploymentRecord>,
     /// Agents whose registry cannot be read, with the error (naming the agent and line).
     pub broken: BTreeMap<AgentId, String>,
+    /// Agents that may need recovery, found by the same read ([`Store::needs_recovery`]),
+    /// so `status` recovers them without reading every log a second time.
+    pub pending: Vec<AgentId>,
 }
 
 /// An exclusive hold on one agent, across processes for durable stores. Released on drop
@@ -499,29 +502,54 @@ pub trait Store: Send + Sync + 'static {
         Ok(None)
     }
 
-    /// Agents that may need recovery (a pending deployment or rollback, or an unfinished
-    /// prune). May over-approximate; must never miss one. Stores may answer this cheaply.
-    fn pending_agents(&self) -> Result<Vec<AgentId>, Error> {
-        let mut out = Vec::new();
-        for agent in self.agents()? {
-            let state = match self.load(&agent) {
-                Ok(Some(state)) => state,
-                Ok(None) => continue,
-                // Broken: recovery reports it (and only it).
-                Err(_) => {
-                    out.push(agent);
-                    continue;
-                }
-            };
-            let unfinished_prune = state
+    /// Does the agent (maybe) need recovery: a pending deployment or rollback, an unfinished
+    /// prune, or a registry that cannot be read (recovery then reports it)? May
+    /// over-approximate; must never miss one.
+    fn needs_recovery(&self, agent: &AgentId) -> bool {
+        let state = match self.load(agent) {
+            Ok(Some(state)) => state,
+            Ok(None) => return false,
+            Err(_) => return true,
+        };
+        state.is_pending()
+            || state
                 .last_pruned
                 .iter()
-                .any(|p| self.read_backup(p).ok().flatten().is_some());
-            if state.is_pending() || unfinished_prune {
-                out.push(agent);
-            }
-        }
+                .any(|p| self.read_backup(p).ok().flatten().is_some())
+    }
+
+    /// Every agent that may need recovery (see [`Store::needs_recovery`]), found by
+    /// looking at every agent: O(agents). Must never miss one.
+    fn pending_agents(&self) -> Result<Vec<AgentId>, Error> {
+        let mut out = self.agents()?;
+        out.retain(|agent| self.needs_recovery(agent));
         Ok(out)
+    }
+
+    /// Like [`Store::pending_agents`], from an index of operations in flight where the store
+    /// keeps one (`FsStore`: `.bluegreen/pending/`), so its cost grows with the number of
+    /// pending agents, not of agents. Never misses an operation begun through a store of this
+    /// version; a registry edited by hand (or broken) outside one is found by
+    /// `pending_agents` and by the agent's own next operation. Default: `pending_agents`.
+    fn pending_agents_indexed(&self) -> Result<Vec<AgentId>, Error> {
+        self.pending_agents()
+    }
+
+    /// Called with the agent's lease held once nothing is pending for it any more (its
+    /// operation ended and the files its last event pruned are gone): a store keeping an
+    /// index of pending agents drops the agent from it. Need not be durable.
+    fn settled(&self, _agent: &AgentId) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// The agent's LIVE record (`None` if nothing is live or the agent is unknown). Stores
+    /// may answer this without folding the whole log.
+    fn active_version(&self, agent: &AgentId) -> Result<Option<DeploymentRecord>, Error> {
+        Ok(self
+            .load(agent)?
+            .as_deref()
+            .and_then(AgentState::live)
+            .cloned())
     }
 
     /// The LIVE record of every readable agent, and every agent whose registry cannot be
@@ -529,12 +557,14 @@ pub trait Store: Send + Sync + 'static {
     fn active_versions(&self) -> Result<ActiveVersions, Error> {
         let mut out = ActiveVersions::default();
         for agent in self.agents()? {
-            match self.load(&agent) {
-                Ok(state) => {
-                    if let Some(live) = state.as_deref().and_then(AgentState::live) {
-                        out.live.insert(agent, live.clone());
-                    }
+            if self.needs_recovery(&agent) {
+                out.pending.push(agent.clone());
+            }
+            match self.active_version(&agent) {
+                Ok(Some(live)) => {
+                    out.live.insert(agent, live);
                 }
+                Ok(None) => {}
                 Err(e) => {
                     out.broken.insert(agent, e.to_string());
                 }

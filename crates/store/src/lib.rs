@@ -7,7 +7,19 @@
 //! .bluegreen/agents/<agent>/events.jsonl   the agent's registry + write-ahead journal, one JSON event a line
 //! .bluegreen/agents/<agent>/lock           flock(2)ed while a process operates on the agent
 //! .bluegreen/trash/                        pruned snapshots on their way out (see `trash.rs`)
+//! .bluegreen/pending/<agent>               empty marker: the agent may have an operation in flight
 //! ```
+//!
+//! The pending index: a marker is created before an agent's `Begin` or `RollbackBegin` is
+//! written, and its directory is synced in the same sync as that event (before the target
+//! can change; on ext4 the log's sync has already committed the entry, so this costs no
+//! extra round). The service removes it (unsynced) once the operation has ended and its
+//! pruned files are gone. Recovery before a command reads only the marked agents' tails
+//! (`pending_agents_indexed`); a marker's name must be a valid agent id with a registry,
+//! it is never opened when read back, and a stale or hostile one only costs a look at that
+//! agent's tail. A root without the index (made by an older version) is scanned in full
+//! until its first operation builds the index from a full scan (written aside, then renamed
+//! into place without replacing, so concurrent builders and markers are never lost).
 //!
 //! Durability: every `append` is `write` + `fdatasync` before it returns (`append_deferred`
 //! leaves the `fdatasync` to the agent's next `sync` or `append`); snapshots are
@@ -64,6 +76,8 @@ use trash::Trash;
 pub const STATE_DIR: &str = ".bluegreen";
 const EVENTS: &str = "events.jsonl";
 const LOCK: &str = "lock";
+/// The pending index under the state directory.
+const PENDING: &str = "pending";
 /// How much of a log's end is read to find its last line before falling back to all of it.
 const TAIL_WINDOW: u64 = 4 * 1024;
 
@@ -87,6 +101,8 @@ struct Deferred {
     log: Option<File>,
     backups: Vec<File>,
     backup_dir: Option<Dir>,
+    /// The pending index, after a marker was created in it.
+    pending_dir: Option<Dir>,
 }
 
 /// The durable file store. See the crate docs for the layout.
@@ -113,6 +129,21 @@ fn agent_rel(agent: &AgentId) -> String {
 
 fn log_rel(agent: &AgentId) -> String {
     format!("{STATE_DIR}/agents/{agent}/{EVENTS}")
+}
+
+fn pending_rel() -> String {
+    format!("{STATE_DIR}/{PENDING}")
+}
+
+/// Would `agents()` list the entry `name` of `.bluegreen/agents`? A symlink (or anything
+/// but a directory) where an agent's directory belongs is listed: that agent is then
+/// reported broken, not silently skipped.
+fn listed(agents: &Dir, name: &str) -> bool {
+    match agents.open_dir(name) {
+        Ok(Some(sub)) => matches!(sub.stat(EVENTS), Ok(Some(_))),
+        Ok(None) => false,
+        Err(_) => true,
+    }
 }
 
 fn backups_rel(agent: &AgentId) -> String {
@@ -173,6 +204,13 @@ impl FsStore {
             )
             .map_err(|e| Error::Internal(format!("encoding an event: {e}")))?;
             bytes.push(b'\n');
+        }
+        if state.is_pending() {
+            if let Some(index) = self.mark_pending(agent)? {
+                index
+                    .sync()
+                    .fs_context(|| format!("syncing {}", pending_rel()))?;
+            }
         }
         let tmp = format!(".{EVENTS}.tmp-{}", uuid_suffix());
         let written = dir
@@ -252,6 +290,11 @@ impl FsStore {
         .map_err(|e| Error::Internal(format!("encoding an event: {e}")))?;
         line.push(b'\n');
 
+        // The marker exists before the journal entry does (see the crate docs).
+        let marked = match event {
+            Event::Begin(_) | Event::RollbackBegin(_) => self.mark_pending(agent)?,
+            _ => None,
+        };
         let rel = log_rel(agent);
         let dir = self.agent_dir(agent, true)?.ok_or_else(|| {
             Error::Internal(format!("agent {agent}: no directory after creating it"))
@@ -275,8 +318,18 @@ impl FsStore {
         }
         if sync {
             file.sync_data().fs_context(|| format!("syncing {rel}"))?;
+            if let Some(index) = &marked {
+                index
+                    .sync()
+                    .fs_context(|| format!("syncing {}", pending_rel()))?;
+            }
         } else {
-            self.deferred().entry(agent.clone()).or_default().log = Some(file);
+            let mut deferred = self.deferred();
+            let entry = deferred.entry(agent.clone()).or_default();
+            entry.log = Some(file);
+            if marked.is_some() {
+                entry.pending_dir = marked;
+            }
         }
         self.cache().insert(
             agent.clone(),
@@ -368,6 +421,78 @@ impl FsStore {
         }
     }
 
+    /// Creates the agent's marker in the pending index (building the index first on a root
+    /// that has none). Returns the index, to be synced with the event the marker precedes;
+    /// `None` where no index can be kept (recovery then looks at every agent).
+    fn mark_pending(&self, agent: &AgentId) -> Result<Option<Dir>, Error> {
+        let rel = pending_rel();
+        let index = match self.dir.walk(&rel).fs_context(|| format!("opening {rel}"))? {
+            Some(index) => index,
+            None => match self.build_index()? {
+                Some(index) => index,
+                None => return Ok(None),
+            },
+        };
+        index
+            .open_file(agent.as_str(), OFlags::WRONLY | OFlags::CREATE)
+            .fs_context(|| format!("agent {agent}: marking it pending in {rel}"))?;
+        Ok(Some(index))
+    }
+
+    /// Builds the pending index from a full scan (a root made before the index existed, or
+    /// a new one): the markers are written into a fresh directory, synced, and renamed into
+    /// place only if no other process got there first (then its index, which it built the
+    /// same way, is used). Operations begin only after the index exists, so none is missed.
+    fn build_index(&self) -> Result<Option<Dir>, Error> {
+        let rel = pending_rel();
+        let state = self
+            .dir
+            .walk_create(STATE_DIR)
+            .fs_context(|| format!("opening {STATE_DIR}"))?;
+        let found = self.pending_agents()?;
+        let tmp = format!("{PENDING}.new-{}", uuid_suffix());
+        let staging = state
+            .create_dir(&tmp)
+            .fs_context(|| format!("creating {STATE_DIR}/{tmp}"))?;
+        let built = found
+            .iter()
+            .try_for_each(|agent| {
+                staging
+                    .open_file(agent.as_str(), OFlags::WRONLY | OFlags::CREATE)
+                    .map(drop)
+            })
+            .and_then(|()| staging.sync())
+            .and_then(|()| state.rename_noreplace(&tmp, &state, PENDING));
+        match built {
+            Ok(true) => {
+                state
+                    .sync()
+                    .fs_context(|| format!("syncing {STATE_DIR}"))?;
+                tracing::info!(pending = found.len(), "built the pending index");
+            }
+            Ok(false) | Err(_) => {
+                for agent in &found {
+                    let _ = staging.unlink(agent.as_str());
+                }
+                let _ = state.remove_dir(&tmp);
+                built.fs_context(|| format!("building {rel}"))?;
+            }
+        }
+        self.dir.walk(&rel).fs_context(|| format!("opening {rel}"))
+    }
+
+    /// Does the last line of a readable log leave work for recovery?
+    fn tail_pending(&self, line: &Line) -> bool {
+        match &line.event {
+            Event::Begin(_) | Event::RollbackBegin(_) => true,
+            // A crash between recording a prune and deleting its files.
+            Event::Finish { pruned, .. } | Event::Rollback { pruned, .. } => {
+                pruned.iter().any(|p| self.backup_exists(p))
+            }
+            Event::RollbackAbandoned { .. } => false,
+        }
+    }
+
     /// Does a snapshot named by the registry still exist?
     fn backup_exists(&self, rel: &str) -> bool {
         let Ok((agent, name)) = self.snapshot_parts(rel) else {
@@ -448,14 +573,7 @@ impl Store for FsStore {
             let Ok(agent) = AgentId::new(&name) else {
                 continue;
             };
-            // A symlink (or anything but a directory) where an agent's directory belongs
-            // is listed: that agent is then reported broken, not silently skipped.
-            let listed = match dir.open_dir(&name) {
-                Ok(Some(sub)) => matches!(sub.stat(EVENTS), Ok(Some(_))),
-                Ok(None) => false,
-                Err(_) => true,
-            };
-            if listed {
+            if listed(&dir, &name) {
                 agents.push(agent);
             }
         }
@@ -545,6 +663,12 @@ impl Store for FsStore {
             dir.sync()
                 .fs_context(|| format!("syncing {}", backups_rel(agent)))?;
         }
+        // Last: ext4's journal commit for the log has already made the marker (created
+        // before the event) durable, so this finds nothing left to do there.
+        if let Some(dir) = &deferred.pending_dir {
+            dir.sync()
+                .fs_context(|| format!("syncing {}", pending_rel()))?;
+        }
         Ok(())
     }
 
@@ -596,27 +720,62 @@ impl Store for FsStore {
         Ok(out)
     }
 
-    fn pending_agents(&self) -> Result<Vec<AgentId>, Error> {
+    fn needs_recovery(&self, agent: &AgentId) -> bool {
+        match self.last_line(agent) {
+            Ok(None) => false,
+            // Broken: recovery reports it (and only it).
+            Err(_) => true,
+            Ok(Some(line)) => self.tail_pending(&line),
+        }
+    }
+
+    fn pending_agents_indexed(&self) -> Result<Vec<AgentId>, Error> {
+        let rel = pending_rel();
+        let index = match self.dir.walk(&rel) {
+            Ok(Some(index)) => index,
+            // A root from before the index (or with no operation yet): look at every agent.
+            Ok(None) => return self.pending_agents(),
+            Err(e) => {
+                tracing::warn!(error = %e, "{rel} is unusable; looking at every agent");
+                return self.pending_agents();
+            }
+        };
+        let agents_rel = format!("{STATE_DIR}/agents");
+        let Some(agents) = self
+            .dir
+            .walk(&agents_rel)
+            .fs_context(|| format!("opening {agents_rel}"))?
+        else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
-        for agent in self.agents()? {
-            let needs_recovery = match self.last_line(&agent) {
-                Ok(None) => false,
-                // Broken: recovery reports it (and only it).
-                Err(_) => true,
-                Ok(Some(line)) => match &line.event {
-                    Event::Begin(_) | Event::RollbackBegin(_) => true,
-                    // A crash between recording a prune and deleting its files.
-                    Event::Finish { pruned, .. } | Event::Rollback { pruned, .. } => {
-                        pruned.iter().any(|p| self.backup_exists(p))
-                    }
-                    Event::RollbackAbandoned { .. } => false,
-                },
+        for name in index.entries().fs_context(|| format!("listing {rel}"))? {
+            // Only the name counts; the marker itself is never opened or followed.
+            let Ok(agent) = AgentId::new(&name) else {
+                tracing::debug!(name, "ignoring an entry of {rel} that is not an agent id");
+                continue;
             };
-            if needs_recovery {
+            if listed(&agents, &name) && self.needs_recovery(&agent) {
                 out.push(agent);
             }
         }
+        out.sort();
         Ok(out)
+    }
+
+    fn settled(&self, agent: &AgentId) -> Result<(), Error> {
+        let rel = pending_rel();
+        if let Some(index) = self.dir.walk(&rel).fs_context(|| format!("opening {rel}"))? {
+            // Not synced: a marker that survives only costs a look at the agent's tail.
+            index
+                .unlink(agent.as_str())
+                .fs_context(|| format!("agent {agent}: removing its marker in {rel}"))?;
+        }
+        Ok(())
+    }
+
+    fn active_version(&self, agent: &AgentId) -> Result<Option<DeploymentRecord>, Error> {
+        Ok(self.last_line(agent)?.and_then(|l| l.live))
     }
 
     fn active_versions(&self) -> Result<ActiveVersions, Error> {
@@ -624,11 +783,15 @@ impl Store for FsStore {
         for agent in self.agents()? {
             match self.last_line(&agent) {
                 Ok(line) => {
+                    if line.as_ref().is_some_and(|l| self.tail_pending(l)) {
+                        out.pending.push(agent.clone());
+                    }
                     if let Some(live) = line.and_then(|l| l.live) {
                         out.live.insert(agent, live);
                     }
                 }
                 Err(e) => {
+                    out.pending.push(agent.clone());
                     out.broken.insert(agent, e.to_string());
                 }
             }
