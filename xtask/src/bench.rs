@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick] [--library-only | --startup-only]`: what users care about, each figure next to a baseline
+//! `cargo xtask bench [--quick] [--library-only | --startup-only | --scale-only]`: what users care about, each figure next to a baseline
 //! measured in the same run (as a ratio), never as a pass/fail timing in tests.
 //!
 //! `cargo xtask bench` builds the release binaries once and re-runs itself from
@@ -44,7 +44,11 @@ pub fn main(args: &[String]) -> Result<(), String> {
 static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
 /// The `bluegreen` binary under test (release unless `--debug`).
+/// `BLUEGREEN_BENCH_BIN` overrides it (to measure another build, e.g. main's, the same way).
 pub fn bluegreen_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("BLUEGREEN_BENCH_BIN") {
+        return PathBuf::from(bin);
+    }
     BIN.get_or_init(|| workspace::target_dir().join("release/bluegreen"))
         .clone()
 }
@@ -64,6 +68,13 @@ pub fn run_main(args: &[String]) -> Result<(), String> {
         // `--startup-only`: section 5 alone, for tuning warm mode.
         let value = crate::bench_startup::run(quick)?;
         println!("{}", summarize(&value));
+        return Ok(());
+    }
+    if args.iter().any(|a| a == "--scale-only") {
+        // `--scale-only`: section 8 alone.
+        let value = agent_count_scaling(&scratch, &bluegreen_bin(), quick)?;
+        println!("{}", summarize(&value));
+        let _ = std::fs::remove_dir_all(&scratch);
         return Ok(());
     }
     let n = if quick { 20 } else { 200 };
@@ -186,8 +197,109 @@ pub fn run_main(args: &[String]) -> Result<(), String> {
         .extra
         .push(json!({"section": "6 registry", "result": scale}));
 
+    let scaling = agent_count_scaling(&scratch, &bin, quick)?;
+    report.lines.push(format!(
+        "| 8 agent count | CLI deploy, {} agents vs 1 agent | {} | | ×{:.2} (target ≤ 1.3) |",
+        scaling["agents"],
+        summarize(&scaling),
+        scaling["ratio"].as_f64().unwrap_or(0.0),
+    ));
+    report
+        .extra
+        .push(json!({"section": "8 agent count", "result": scaling}));
+
     let _ = std::fs::remove_dir_all(&scratch);
     report.finish(&out_dir, quick, started.elapsed())
+}
+
+/// A CLI deploy (`--no-verify`) on a root of 10,000 agents (1,000 with `--quick`) against
+/// the same on a root of one agent, alternating in one run: the ratio of the medians. Each
+/// root's first deployments are warm-up (the first builds the pending index).
+fn agent_count_scaling(scratch: &Path, bin: &Path, quick: bool) -> Result<Value, String> {
+    use bluegreen_core::store::{Begin, Event};
+    use bluegreen_core::{AgentId, DeploymentId, Status};
+    let (agents, n) = if quick { (1_000, 10) } else { (10_000, 50) };
+    let big = tempdir_in(scratch, "many-agents")?;
+    let small = tempdir_in(scratch, "one-agent")?;
+    let store = FsStore::open(&big).map_err(|e| e.to_string())?;
+    let now = chrono::Utc::now();
+    for a in 0..agents {
+        let agent = AgentId::new(&format!("agent_{a:05}")).map_err(|e| e.to_string())?;
+        let id = DeploymentId::generate();
+        let events = [
+            Event::Begin(Begin {
+                deployment_id: id.clone(),
+                timestamp: now,
+                file_path: format!("agents/{agent}.py"),
+                staged_path: format!("agents/.{agent}.py.bluegreen-{id}.staged"),
+                sha256: format!("{a:064x}"),
+                green_sha256: None,
+                backup_path: None,
+                previous: None,
+            }),
+            Event::Finish {
+                deployment_id: id,
+                status: Status::Live,
+                backup_path: None,
+                reason: None,
+                pruned: Vec::new(),
+            },
+        ];
+        store
+            .import_log(&agent, &events)
+            .map_err(|e| e.to_string())?;
+    }
+    drop(store);
+    let agent = ten_kb_agent();
+    let deploy = |root: &Path, i: usize| -> Result<Duration, String> {
+        let code_file = root.join("code.in");
+        std::fs::write(&code_file, variant(&agent, i)).map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        let out = Command::new(bin)
+            .arg("--root")
+            .arg(root)
+            .args([
+                "deploy",
+                "bench",
+                "--file",
+                "agents/bench.py",
+                "--no-verify",
+            ])
+            .arg("--code-file")
+            .arg(&code_file)
+            .output()
+            .map_err(|e| format!("running {}: {e}", bin.display()))?;
+        let elapsed = t.elapsed();
+        if !out.status.success() {
+            return Err(format!(
+                "CLI deploy failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            ));
+        }
+        Ok(elapsed)
+    };
+    for i in 0..3 {
+        deploy(&big, i)?;
+        deploy(&small, i)?;
+    }
+    let (mut many, mut one) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 3..3 + n {
+        many.push(deploy(&big, i)?);
+        one.push(deploy(&small, i)?);
+    }
+    let (many, one) = (Stats::of(many), Stats::of(one));
+    let ratio = many.p50 / one.p50;
+    Ok(json!({
+        "agents": agents, "deployments": n,
+        "many_p50_ms": many.p50, "one_p50_ms": one.p50, "ratio": ratio,
+        "summary": format!(
+            "p50 {:.1} ms on {agents} agents vs {:.1} ms on 1 agent: ×{ratio:.2}",
+            many.p50, one.p50
+        ),
+    }))
 }
 
 fn summarize(value: &Value) -> String {

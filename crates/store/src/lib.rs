@@ -426,7 +426,11 @@ impl FsStore {
     /// `None` where no index can be kept (recovery then looks at every agent).
     fn mark_pending(&self, agent: &AgentId) -> Result<Option<Dir>, Error> {
         let rel = pending_rel();
-        let index = match self.dir.walk(&rel).fs_context(|| format!("opening {rel}"))? {
+        let index = match self
+            .dir
+            .walk(&rel)
+            .fs_context(|| format!("opening {rel}"))?
+        {
             Some(index) => index,
             None => match self.build_index()? {
                 Some(index) => index,
@@ -465,9 +469,7 @@ impl FsStore {
             .and_then(|()| state.rename_noreplace(&tmp, &state, PENDING));
         match built {
             Ok(true) => {
-                state
-                    .sync()
-                    .fs_context(|| format!("syncing {STATE_DIR}"))?;
+                state.sync().fs_context(|| format!("syncing {STATE_DIR}"))?;
                 tracing::info!(pending = found.len(), "built the pending index");
             }
             Ok(false) | Err(_) => {
@@ -765,7 +767,11 @@ impl Store for FsStore {
 
     fn settled(&self, agent: &AgentId) -> Result<(), Error> {
         let rel = pending_rel();
-        if let Some(index) = self.dir.walk(&rel).fs_context(|| format!("opening {rel}"))? {
+        if let Some(index) = self
+            .dir
+            .walk(&rel)
+            .fs_context(|| format!("opening {rel}"))?
+        {
             // Not synced: a marker that survives only costs a look at the agent's tail.
             index
                 .unlink(agent.as_str())
