@@ -243,6 +243,7 @@ fn agent_count_scaling(scratch: &Path, bin: &Path, quick: bool) -> Result<Value,
                 backup_path: None,
                 reason: None,
                 pruned: Vec::new(),
+                at: None,
             },
         ];
         store
