@@ -88,7 +88,7 @@ def append_module_line(text, line):
 
 
 def move_outside_scope(rng, text):
-    stmts = re.findall(r"^[ \t]+((?:return|yield|await)\b[^\n#]*?)\s*$", text, re.M)
+    stmts = re.findall(r"^[ \t]+((?:return|yield|await)\b[^\n#]*?)\s*$", text, re.MULTILINE)
     stmts = [s for s in stmts if s.count("(") == s.count(")") and s.count("[") == s.count("]") and s.count("{") == s.count("}") and not s.endswith("\\")]
     if not stmts:
         stmts = ["return None", "yield 1", "await x"]
@@ -99,7 +99,7 @@ def move_outside_scope(rng, text):
 
 
 def duplicate_parameter(rng, text):
-    matches = list(re.finditer(r"^([ \t]*(?:async[ \t]+)?def[ \t]+\w+\()([A-Za-z_]\w*)([,)])", text, re.M))
+    matches = list(re.finditer(r"^([ \t]*(?:async[ \t]+)?def[ \t]+\w+\()([A-Za-z_]\w*)([,)])", text, re.MULTILINE))
     if not matches:
         return None
     m = rng.choice(matches)
@@ -127,7 +127,7 @@ def corrupt_cookie(rng, text):
     if m and rng.randrange(2) == 0:
         return data[: m.start(1)] + enc.encode() + data[m.end(1):]
     mode = rng.randrange(3)
-    cookie = ("# -*- coding: %s -*-\n" % enc).encode()
+    cookie = f"# -*- coding: {enc} -*-\n".encode()
     if mode == 0:
         return cookie + data
     if mode == 1:
@@ -153,7 +153,7 @@ def insert_invalid_char(rng, text):
 def nonlocal_misuse(rng, text):
     if rng.randrange(2) == 0:
         return append_module_line(text, "nonlocal " + rng.choice(["x", "os", "sys", "_unbound"]))
-    matches = list(re.finditer(r"^def[ \t]+\w+\([^)\n]*\)[^:\n]*:[ \t]*\n([ \t]+)", text, re.M))
+    matches = list(re.finditer(r"^def[ \t]+\w+\([^)\n]*\)[^:\n]*:[ \t]*\n([ \t]+)", text, re.MULTILINE))
     if not matches:
         return append_module_line(text, "nonlocal x")
     m = rng.choice(matches)
@@ -204,7 +204,7 @@ def duplicate_keyword_argument(rng, text):
 
 
 def await_in_sync_function(rng, text):
-    matches = list(re.finditer(r"^([ \t]*)def[ \t]+\w+\([^)\n]*\)[^:\n]*:[ \t]*\n([ \t]+)", text, re.M))
+    matches = list(re.finditer(r"^([ \t]*)def[ \t]+\w+\([^)\n]*\)[^:\n]*:[ \t]*\n([ \t]+)", text, re.MULTILINE))
     if not matches:
         return None
     m = rng.choice(matches)
@@ -214,7 +214,7 @@ def await_in_sync_function(rng, text):
 
 def global_after_use(rng, text):
     """Declare a name `global` after the function already used it."""
-    matches = list(re.finditer(r"^([ \t]+)([A-Za-z_]\w*)[ \t]*(?:=|\+=|\()[^\n]*\n", text, re.M))
+    matches = list(re.finditer(r"^([ \t]+)([A-Za-z_]\w*)[ \t]*(?:=|\+=|\()[^\n]*\n", text, re.MULTILINE))
     if not matches:
         return None
     m = rng.choice(matches)
@@ -225,7 +225,7 @@ def global_after_use(rng, text):
 
 def bare_except_first(rng, text):
     """Turn a typed handler that has a successor into a bare `except:`."""
-    matches = list(re.finditer(r"^([ \t]*)except[ \t]+[^\n:]+:", text, re.M))
+    matches = list(re.finditer(r"^([ \t]*)except[ \t]+[^\n:]+:", text, re.MULTILINE))
     if not matches:
         return None
     m = rng.choice(matches)
@@ -321,7 +321,7 @@ def main():
         if mutant is None:
             continue
         data = mutant if isinstance(mutant, bytes) else mutant.encode("utf-8")
-        with open(os.path.join(outdir, "%05d_%s.py" % (written, op.__name__)), "wb") as f:
+        with open(os.path.join(outdir, f"{written:05d}_{op.__name__}.py"), "wb") as f:
             f.write(data)
         written += 1
     print(written)

@@ -21,6 +21,8 @@ import array
 import ctypes
 import fcntl
 import gc
+import inspect  # pre-imported: entrypoint checks use it
+import re  # noqa: F401  (pre-imported: check.py finds assignment lines with it)
 import resource
 import select
 import selectors
@@ -28,9 +30,6 @@ import shutil
 import signal
 import socket
 import stat
-
-import inspect  # noqa: F401  (pre-imported: entrypoint checks use it)
-import re  # noqa: F401
 
 
 def _bg_exitcode(status):

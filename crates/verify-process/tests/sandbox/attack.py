@@ -16,7 +16,7 @@ RESULTS = {}
 def attempt(name, action):
     try:
         RESULTS[name] = f"succeeded: {action()}"
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         RESULTS[name] = f"failed: {type(exc).__name__} {getattr(exc, 'errno', '')}"
 
 
