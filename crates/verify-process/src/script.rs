@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,9 @@ pub struct ScriptOptions {
     pub pass_env: Vec<String>,
     /// Confinement of the script (see [`crate::sandbox`]); default strict.
     pub sandbox: Sandbox,
+    /// Files a strict script cannot read, even as root (the server's token file): see
+    /// [`crate::sandbox`]. Absolute paths.
+    pub hidden: Vec<PathBuf>,
 }
 
 impl Default for ScriptOptions {
@@ -40,6 +44,7 @@ impl Default for ScriptOptions {
             limits: Limits::default(),
             pass_env: Vec::new(),
             sandbox: Sandbox::Strict,
+            hidden: Vec::new(),
         }
     }
 }

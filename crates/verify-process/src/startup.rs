@@ -38,6 +38,9 @@ pub struct StartupOptions {
     pub python_path: Vec<PathBuf>,
     /// Confinement of the check, cold and warm (see [`crate::sandbox`]); default strict.
     pub sandbox: Sandbox,
+    /// Files a strict check cannot read, even as root (the server's token file): see
+    /// [`crate::sandbox`]. Absolute paths.
+    pub hidden: Vec<PathBuf>,
 }
 
 impl Default for StartupOptions {
@@ -51,6 +54,7 @@ impl Default for StartupOptions {
             pass_env: Vec::new(),
             python_path: Vec::new(),
             sandbox: Sandbox::Strict,
+            hidden: Vec::new(),
         }
     }
 }

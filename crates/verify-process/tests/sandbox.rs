@@ -339,3 +339,91 @@ async fn strict_and_off_give_the_same_verdicts_on_the_fixtures() {
         }
     }
 }
+
+/// A candidate that reads the server's token file and reports what it got.
+fn token_file_reader(path: &Path) -> String {
+    let path = serde_json::to_string(path.to_str().unwrap()).unwrap();
+    format!(
+        "try:\n    got = 'read ' + repr(open({path}).read())\n\
+         except OSError as e:\n    got = 'failed: ' + type(e).__name__\n\
+         raise RuntimeError('TOKEN FILE ' + got)\n"
+    )
+}
+
+/// A 0400 token file outside the root, as `serve --token-file` reads it.
+fn plant_token_file() -> (tempfile::TempDir, PathBuf, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("bgvp-token-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().canonicalize().unwrap().join("token");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let token = format!("file-secret-{}-{nanos}", std::process::id());
+    std::fs::write(&path, &token).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+    (dir, path, token)
+}
+
+/// What the token-file reader reported.
+fn token_file_report(verdict: &Verdict, label: &str) -> String {
+    assert!(!verdict.passed, "{label}: {verdict:?}");
+    let message = &verdict.diagnostics[0].message;
+    message
+        .rsplit_once("TOKEN FILE ")
+        .and_then(|(_, got)| got.lines().next())
+        .map(|got| got.trim().to_owned())
+        .unwrap_or_else(|| panic!("{label}: no report in {verdict:?}"))
+}
+
+fn hiding(sandbox: Sandbox, hidden: &Path) -> [(String, Box<dyn Verifier>); 3] {
+    let startup = |warm| StartupOptions {
+        timeout: TIMEOUT,
+        warm,
+        sandbox,
+        hidden: vec![hidden.to_path_buf()],
+        ..StartupOptions::default()
+    };
+    let script = ScriptOptions {
+        command: vec!["python3".into(), "{staged}".into()],
+        timeout: TIMEOUT,
+        sandbox,
+        hidden: vec![hidden.to_path_buf()],
+        ..ScriptOptions::default()
+    };
+    [
+        ("cold".into(), Box::new(StartupVerifier::new("startup", startup(false)))),
+        ("warm".into(), Box::new(StartupVerifier::new("startup", startup(true)))),
+        ("script".into(), Box::new(ScriptVerifier::new("tests", script).unwrap())),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strict_check_cannot_read_a_hidden_token_file_even_as_root() {
+    let (_dir, path, token) = plant_token_file();
+    for (label, verifier) in hiding(Sandbox::Strict, &path) {
+        // Warm: the spare prepared ahead, then a second child.
+        for round in 0..2 {
+            let setup = Setup::new(&token_file_reader(&path));
+            let got = token_file_report(&verifier.verify(&setup.req).await, &label);
+            assert!(!got.contains(&token), "{label} round {round}: {got}");
+            assert!(got.starts_with("read ''") || got.starts_with("failed"), "{label}: {got}");
+        }
+    }
+    // bluegreen itself still reads it.
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), token);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_sandbox_a_check_reads_the_token_file() {
+    // Proves the test above is real: the same candidate, unconfined, gets the token.
+    let (_dir, path, token) = plant_token_file();
+    for (label, verifier) in hiding(Sandbox::Off, &path) {
+        let setup = Setup::new(&token_file_reader(&path));
+        let got = token_file_report(&verifier.verify(&setup.req).await, &label);
+        assert_eq!(got, format!("read '{token}'"), "{label}");
+    }
+}
