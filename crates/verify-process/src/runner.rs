@@ -25,7 +25,7 @@
 //!   (Landlock, no_new_privs, no capabilities: see [`crate::sandbox`]); S stays unconfined,
 //!   as it must read `/proc` to find what was re-parented to it.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -109,10 +109,13 @@ pub(crate) fn supervised_command(spec: &ProcessSpec<'_>) -> io::Result<std::proc
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped());
+    let hidden = spec
+        .confinement
+        .map_or_else(|| Arc::from([]), Confinement::hidden);
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-    // system calls on plain data copied in above.
+    // system calls on plain data copied in above (and strings allocated before the fork).
     unsafe {
-        command.pre_exec(move || supervise_and_fork(&plan));
+        command.pre_exec(move || supervise_and_fork(&plan, &hidden));
     }
     Ok(command)
 }
@@ -121,7 +124,7 @@ extern "C" fn ignore_signal(_: libc::c_int) {}
 
 /// Runs in the forked child. Becomes the supervisor S and forks the check C; only C returns
 /// (to exec the program).
-unsafe fn supervise_and_fork(plan: &PreExec) -> io::Result<()> {
+unsafe fn supervise_and_fork(plan: &PreExec, hidden: &[CString]) -> io::Result<()> {
     if libc::setsid() == -1 {
         return Err(io::Error::last_os_error());
     }
@@ -145,18 +148,25 @@ unsafe fn supervise_and_fork(plan: &PreExec) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     if pid == 0 {
-        return prepare_check(plan, &old_mask);
+        return prepare_check(plan, hidden, &old_mask);
     }
     supervise(pid)
 }
 
-/// In C, before exec: own group, confinement, stdin from /dev/null, extra fds, limits.
-unsafe fn prepare_check(plan: &PreExec, old_mask: &libc::sigset_t) -> io::Result<()> {
+/// In C, before exec: own group, hidden files, confinement, stdin from /dev/null, extra
+/// fds, limits.
+unsafe fn prepare_check(
+    plan: &PreExec,
+    hidden: &[CString],
+    old_mask: &libc::sigset_t,
+) -> io::Result<()> {
     libc::signal(libc::SIGCHLD, libc::SIG_DFL);
     libc::sigprocmask(libc::SIG_SETMASK, old_mask, std::ptr::null_mut());
     if libc::setpgid(0, 0) == -1 {
         return Err(io::Error::last_os_error());
     }
+    // While capabilities remain (Landlock would deny the mounts too).
+    sandbox::hide_paths(hidden)?;
     // First, while the ruleset's descriptor cannot have been replaced by an extra fd.
     if plan.confine {
         sandbox::confine_self(plan.ruleset)?;

@@ -15,6 +15,11 @@
 //!   inheritable sets are emptied, so a check started by root keeps uid 0 but cannot use
 //!   `CAP_SYS_PTRACE`, `CAP_DAC_OVERRIDE`, `CAP_SYS_ADMIN`, … and an `exec` cannot regain them.
 //!
+//! - **hidden files** (`hidden` in the options: the server's token file): the check gets a
+//!   private mount namespace (before Landlock, while it still has `CAP_SYS_ADMIN`) in which
+//!   `/dev/null` is bind-mounted over each, so even as root it reads nothing there; without
+//!   the capability to unshare and mount, checks run without this (a warning says so once).
+//!
 //! The warm zygote gets the same treatment once, with `/proc` readable (it looks for its
 //! orphans there) and its scratch parent writable; every child it forks adds a second layer
 //! (`zygote.py`, `_bg_confine`) that takes `/proc` away again and narrows writes to the
@@ -24,13 +29,14 @@
 //! no_new_privs, and the service's after-the-chain comparison of GREEN, its snapshot and the
 //! registry (`bluegreen_core::integrity`) is what catches a candidate that changed them.
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use landlock::{
     path_beneath_rules, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, ABI,
@@ -126,17 +132,19 @@ pub(crate) struct Confined {
 }
 
 /// For a `strict` run: a fresh scratch directory (exported in `env` as `TMPDIR` and `HOME`)
-/// and the confinement that lets the run write there only; `None` for `off`.
+/// and the confinement that lets the run write there only and hides `hidden`; `None` for
+/// `off`.
 pub(crate) fn prepare(
     mode: Sandbox,
     env: &mut Vec<(OsString, OsString)>,
+    hidden: &[PathBuf],
 ) -> io::Result<Option<Confined>> {
     match mode {
         Sandbox::Off => Ok(None),
         Sandbox::Strict => {
             let scratch = Scratch::new("check")?;
             with_scratch_env(env, &scratch);
-            let confinement = Confinement::new(scratch.path(), false);
+            let confinement = Confinement::new(scratch.path(), false, hidden);
             Ok(Some(Confined {
                 scratch,
                 confinement,
@@ -150,11 +158,14 @@ pub(crate) fn prepare(
 pub(crate) struct Confinement {
     /// A Landlock ruleset, `None` when the kernel has none.
     ruleset: Option<OwnedFd>,
+    /// Absolute paths to cover with `/dev/null` (empty when mount namespaces are refused).
+    hidden: Arc<[CString]>,
 }
 
 impl Confinement {
-    /// Read everywhere except `/proc` (unless `proc_readable`), write in `scratch` only.
-    pub(crate) fn new(scratch: &Path, proc_readable: bool) -> Self {
+    /// Read everywhere except `/proc` (unless `proc_readable`) and `hidden`, write in
+    /// `scratch` only.
+    pub(crate) fn new(scratch: &Path, proc_readable: bool, hidden: &[PathBuf]) -> Self {
         let ruleset = match build_ruleset(scratch, proc_readable) {
             Ok(ruleset) => ruleset,
             Err(e) => {
@@ -171,7 +182,15 @@ impl Confinement {
                 );
             });
         }
-        Self { ruleset }
+        Self {
+            ruleset,
+            hidden: hidden_paths(hidden),
+        }
+    }
+
+    /// What [`hide_paths`] covers, prepared before `fork`.
+    pub(crate) fn hidden(&self) -> Arc<[CString]> {
+        self.hidden.clone()
     }
 
     /// The ruleset's descriptor, or -1.
@@ -218,6 +237,106 @@ fn build_ruleset(
         .add_rules(path_beneath_rules(DEVICES, AccessFs::from_file(abi)))?
         .add_rules(path_beneath_rules([scratch], AccessFs::from_all(abi)))?;
     Ok(created.into())
+}
+
+/// `hidden` as absolute C strings, or none (with a warning, once) when this process cannot
+/// give a check a private mount namespace.
+fn hidden_paths(hidden: &[PathBuf]) -> Arc<[CString]> {
+    if hidden.is_empty() {
+        return Arc::new([]);
+    }
+    if !mount_namespaces_work() {
+        static WARNED: OnceLock<()> = OnceLock::new();
+        WARNED.get_or_init(|| {
+            tracing::warn!(
+                "cannot give checks a private mount namespace (needs root or CAP_SYS_ADMIN): \
+                 strict checks can read {hidden:?}"
+            );
+        });
+        return Arc::new([]);
+    }
+    hidden
+        .iter()
+        .filter_map(|p| std::path::absolute(p).ok())
+        .filter_map(|p| CString::new(p.as_os_str().as_bytes()).ok())
+        .collect()
+}
+
+/// Whether a forked child can enter a private mount namespace and bind-mount there (tried
+/// once per process).
+fn mount_namespaces_work() -> bool {
+    static WORKS: OnceLock<bool> = OnceLock::new();
+    *WORKS.get_or_init(|| {
+        // SAFETY: the child makes raw system calls only and leaves with `_exit`.
+        unsafe {
+            let pid = libc::fork();
+            if pid == 0 {
+                let ok = private_mount_namespace().is_ok() && bind_null(c"/dev/null").is_ok();
+                libc::_exit(if ok { 0 } else { 1 });
+            }
+            if pid < 0 {
+                return false;
+            }
+            let mut status = 0;
+            while libc::waitpid(pid, &mut status, 0) == -1 {
+                if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                    return false;
+                }
+            }
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+        }
+    })
+}
+
+/// In the check process, before [`confine_self`]: a private mount namespace with
+/// `/dev/null` over each of `hidden` (one that does not exist has nothing to hide).
+/// Async-signal-safe: raw system calls on strings prepared before `fork`.
+///
+/// # Safety
+/// Only to be called in a freshly forked child.
+pub(crate) unsafe fn hide_paths(hidden: &[CString]) -> io::Result<()> {
+    if hidden.is_empty() {
+        return Ok(());
+    }
+    private_mount_namespace()?;
+    for path in hidden {
+        if bind_null(path).is_err()
+            && io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT)
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A mount namespace of our own whose mounts propagate nowhere.
+unsafe fn private_mount_namespace() -> io::Result<()> {
+    if libc::unshare(libc::CLONE_NEWNS) == -1
+        || libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) == -1
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+unsafe fn bind_null(target: &std::ffi::CStr) -> io::Result<()> {
+    if libc::mount(
+        c"/dev/null".as_ptr(),
+        target.as_ptr(),
+        std::ptr::null(),
+        libc::MS_BIND,
+        std::ptr::null(),
+    ) == -1
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// In the check process, between `fork` and `exec`: no_new_privs, the Landlock ruleset

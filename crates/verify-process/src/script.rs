@@ -146,7 +146,8 @@ impl Verifier for ScriptVerifier {
         );
         let shown = self.options.command.join(" ");
         // Strict: a private scratch directory (TMPDIR, HOME), removed after the run.
-        let confined = match sandbox::prepare(self.options.sandbox, &mut env) {
+        let confined = match sandbox::prepare(self.options.sandbox, &mut env, &self.options.hidden)
+        {
             Ok(confined) => confined,
             Err(e) => {
                 return Verdict::fail_msg(format!(

@@ -143,6 +143,7 @@ impl StartupVerifier {
             env.clone(),
             &options.limits,
             options.sandbox,
+            options.hidden.clone(),
         );
         Self {
             name: name.into(),
@@ -191,7 +192,8 @@ impl StartupVerifier {
         args.extend(plan.path.iter().map(|p| p.clone().into_os_string()));
         let mut env = self.env.as_ref().clone();
         // Strict: a private scratch directory (TMPDIR, HOME), removed after the check.
-        let confined = match sandbox::prepare(self.options.sandbox, &mut env) {
+        let confined = match sandbox::prepare(self.options.sandbox, &mut env, &self.options.hidden)
+        {
             Ok(confined) => confined,
             Err(e) => {
                 return Verdict::fail_msg(format!(

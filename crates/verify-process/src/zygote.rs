@@ -46,7 +46,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -93,6 +93,8 @@ pub(crate) struct ZygotePool {
     /// The resource limits of every check, as `[[name, value], ...]` JSON.
     limits: String,
     sandbox: Sandbox,
+    /// Files hidden from the zygote and so from every child (see [`crate::sandbox`]).
+    hidden: Vec<PathBuf>,
     state: tokio::sync::Mutex<PoolState>,
 }
 
@@ -108,6 +110,7 @@ impl ZygotePool {
         env: Vec<(OsString, OsString)>,
         limits: &Limits,
         sandbox: Sandbox,
+        hidden: Vec<PathBuf>,
     ) -> Self {
         let limits: Vec<(&str, u64)> = limits
             .rlimits()
@@ -119,6 +122,7 @@ impl ZygotePool {
             env,
             limits: json!(limits).to_string(),
             sandbox,
+            hidden,
             state: tokio::sync::Mutex::new(PoolState::default()),
         }
     }
@@ -146,8 +150,9 @@ impl ZygotePool {
         let env = self.env.clone();
         let limits = self.limits.clone();
         let sandbox = self.sandbox;
+        let hidden = self.hidden.clone();
         let root = root.to_path_buf();
-        let start = move || Zygote::start(python, env, limits, sandbox, &root);
+        let start = move || Zygote::start(python, env, limits, sandbox, &hidden, &root);
         match tokio::task::spawn_blocking(start).await {
             Ok(Ok(zygote)) => {
                 let zygote = Arc::new(zygote);
@@ -277,17 +282,19 @@ impl Zygote {
         env: Vec<(OsString, OsString)>,
         limits: String,
         sandbox: Sandbox,
+        hidden: &[PathBuf],
         root: &Path,
     ) -> std::io::Result<Self> {
         let (ctl, zygote_end) = seqpacket_pair()?;
         let mut env = env;
         // Strict: the zygote may read /proc (it finds its orphans there) and write the
-        // scratch parent; each child narrows that to its own directory (zygote.py).
+        // scratch parent; each child narrows that to its own directory (zygote.py) and
+        // inherits the zygote's mount namespace, where `hidden` is covered.
         let (scratch, confinement) = match sandbox {
             Sandbox::Strict => {
                 let scratch = Scratch::new("zygote")?;
                 sandbox::with_scratch_env(&mut env, &scratch);
-                let confinement = Confinement::new(scratch.path(), true);
+                let confinement = Confinement::new(scratch.path(), true, hidden);
                 (Some(scratch), Some(confinement))
             }
             Sandbox::Off => (None, None),
