@@ -99,14 +99,15 @@ pub fn build_service(root: &Path, config: &Config) -> Result<BlueGreenService, C
 
 /// [`build_service`], with `reserved` files (e.g. the server's token file) that may never
 /// be deployment targets, besides the active config file and `<root>/bluegreen.toml`,
-/// which are always reserved.
+/// which are always reserved. Strict startup and script checks cannot read `reserved`.
 pub fn build_service_reserving(
     root: &Path,
     config: &Config,
     reserved: &[std::path::PathBuf],
 ) -> Result<BlueGreenService, CliError> {
     let store = bluegreen_store::FsStore::open(root)?;
-    let mut verifiers = verifiers::Verifiers::default();
+    let hidden = reserved.iter().map(|p| absolute(p)).collect();
+    let mut verifiers = verifiers::Verifiers::hiding(hidden);
     let chain = |v: &mut verifiers::Verifiers, names: &[String]| {
         v.chain(config, names).map_err(CliError::BadInput)
     };

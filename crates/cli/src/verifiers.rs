@@ -2,6 +2,7 @@
 //! crate's API is fixed here and nowhere else.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,9 +25,19 @@ pub fn validate(spec: &VerifierSpec, config: &Config) -> Result<(), (Span, Strin
 #[derive(Default)]
 pub struct Verifiers {
     built: BTreeMap<String, Arc<dyn Verifier>>,
+    /// Files strict startup and script checks cannot read (the server's token file).
+    hidden: Vec<PathBuf>,
 }
 
 impl Verifiers {
+    /// Verifiers whose strict checks cannot read `hidden` (absolute paths).
+    pub fn hiding(hidden: Vec<PathBuf>) -> Self {
+        Self {
+            hidden,
+            ..Self::default()
+        }
+    }
+
     /// The chain of `names`, with the config's chain options. Unknown names are bad input.
     pub fn chain(&mut self, config: &Config, names: &[String]) -> Result<Chain, String> {
         let mut chain = Chain::new().options(ChainOptions {
@@ -55,13 +66,17 @@ impl Verifiers {
                     .join(", ")
             )
         })?;
-        let verifier = build(spec, config).map_err(|(_, message)| message)?;
+        let verifier = build(spec, config, &self.hidden).map_err(|(_, message)| message)?;
         self.built.insert(name.to_owned(), verifier.clone());
         Ok(verifier)
     }
 }
 
-fn build(spec: &VerifierSpec, config: &Config) -> Result<Arc<dyn Verifier>, (Span, String)> {
+fn build(
+    spec: &VerifierSpec,
+    config: &Config,
+    hidden: &[PathBuf],
+) -> Result<Arc<dyn Verifier>, (Span, String)> {
     let verifier: Arc<dyn Verifier> = match &spec.kind {
         VerifierKind::PythonSyntax { .. } => {
             let syntax = SyntaxVerifier::new(spec.name.clone(), syntax_options(spec)?);
@@ -75,14 +90,16 @@ fn build(spec: &VerifierSpec, config: &Config) -> Result<Arc<dyn Verifier>, (Spa
             }
         }
         VerifierKind::PythonStartup { .. } => {
-            let options = startup_options(spec, config)?;
+            let mut options = startup_options(spec, config)?;
+            options.hidden = hidden.to_vec();
             Arc::new(bluegreen_verify_process::StartupVerifier::new(
                 spec.name.clone(),
                 options,
             ))
         }
         VerifierKind::Script { command } => {
-            let options = script_options(spec)?;
+            let mut options = script_options(spec)?;
+            options.hidden = hidden.to_vec();
             let verifier =
                 bluegreen_verify_process::ScriptVerifier::new(spec.name.clone(), options)
                     .map_err(|e| (command.span(), e.to_string()))?;
@@ -156,6 +173,7 @@ fn script_options(
         limits: Default::default(),
         pass_env: spec.pass_env.clone(),
         sandbox: sandbox(spec),
+        ..Default::default()
     })
 }
 

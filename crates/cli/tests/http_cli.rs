@@ -321,6 +321,61 @@ fn the_token_file_is_the_token_and_hotswap_answers_the_deploy_json() {
 }
 
 #[test]
+fn a_candidate_cannot_read_the_token_file_over_http() {
+    // The service runs as root and the file is 0400 root's: only the sandbox keeps a
+    // candidate (imported by a startup check, run by a script) from reading it.
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let secret = tempfile::tempdir().unwrap();
+    let token = "token-file-secret-7d41a9c03e5b";
+    let token_file = secret.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o400)).unwrap();
+    std::fs::write(
+        root.path().join("bluegreen.toml"),
+        r#"
+[verifiers.boot]
+kind = "python-startup"
+
+[verifiers.probe]
+kind = "script"
+command = ["python3", "{staged}"]
+
+[chains]
+default = ["syntax", "boot"]
+
+[agents.scripted]
+chain = ["syntax", "probe"]
+"#,
+    )
+    .unwrap();
+    let path = serde_json::to_string(token_file.to_str().unwrap()).unwrap();
+    let candidate = format!(
+        "try:\n    got = 'read ' + repr(open({path}).read())\n\
+         except OSError as e:\n    got = 'failed: ' + type(e).__name__\n\
+         raise RuntimeError('TOKEN FILE ' + got)\n"
+    );
+    let mut s = Server::start(
+        root.path(),
+        &["--token-file", token_file.to_str().unwrap()],
+        None,
+    );
+    for agent in ["imported", "scripted"] {
+        let (status, body) = s.post(
+            "/api/v1/dev/hotswap",
+            Some(token),
+            json!({"agent_id": agent, "code": candidate, "file_path": format!("{agent}.py")}),
+        );
+        let text = body.to_string();
+        assert_eq!(status, 422, "{agent}: {text}");
+        assert!(text.contains("TOKEN FILE read ''"), "{agent}: {text}");
+        assert!(!text.contains(token), "{agent}: the token leaked: {text}");
+    }
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.exit_code(Duration::from_secs(30)), Some(0));
+}
+
+#[test]
 fn with_json_stdout_holds_exactly_one_document() {
     let root = tempfile::tempdir().unwrap();
     let mut child = Command::new(bin())
