@@ -2,7 +2,8 @@
 //! changed GREEN, its snapshot or the agent's registry. Subprocess verifiers are confined by
 //! the kernel where it can (`sandbox = "strict"`); this comparison holds where it cannot, and
 //! when a verifier runs unconfined (`sandbox = "off"`, in-process custom verifiers). It costs
-//! a read of the target, the snapshot and the agent's log.
+//! a read of the target and the snapshot and a fingerprint (for the file store, one stat) of
+//! the agent's log.
 
 use sha2::{Digest, Sha256};
 
@@ -25,7 +26,7 @@ impl Guard {
     /// After the chain: why the deployment must be refused, if anything changed — the live
     /// target (read now as `target_now`, through the target's directory descriptor; shown as
     /// `shown`) no longer holds `green`, the snapshot at `snapshot` no longer holds it
-    /// either, or the registry's bytes differ. Nothing is put back: the operator decides
+    /// either, or the registry's fingerprint differs. Nothing is put back: the operator decides
     /// (the reason names what changed).
     pub(crate) fn changed(
         &self,
@@ -64,7 +65,7 @@ impl Guard {
 }
 
 fn registry_digest(store: &dyn Store, agent: &AgentId) -> Option<[u8; 32]> {
-    match store.registry_bytes(agent) {
+    match store.registry_fingerprint(agent) {
         Ok(Some(bytes)) => Some(Sha256::digest(&bytes).into()),
         Ok(None) => None,
         // Unreadable now: fingerprint as "unreadable", which differs from any content.

@@ -496,9 +496,10 @@ pub trait Store: Send + Sync + 'static {
     /// Every snapshot present for the agent (relative paths), for orphan cleanup.
     fn list_backups(&self, agent: &AgentId) -> Result<Vec<String>, Error>;
 
-    /// The agent's registry as stored (its log's bytes), so the service can tell whether
-    /// verification changed it; `None` if the store cannot tell (in-memory stores).
-    fn registry_bytes(&self, _agent: &AgentId) -> Result<Option<Vec<u8>>, Error> {
+    /// A fingerprint of the agent's registry as stored (for `FsStore`: its log's inode, size,
+    /// mtime and ctime), so the service can tell whether verification changed it; cheap
+    /// whatever the history's length. `None` if the store cannot tell (in-memory stores).
+    fn registry_fingerprint(&self, _agent: &AgentId) -> Result<Option<Vec<u8>>, Error> {
         Ok(None)
     }
 

@@ -698,12 +698,29 @@ impl Store for FsStore {
         self.trash.discard(&dir, name, path)
     }
 
-    fn registry_bytes(&self, agent: &AgentId) -> Result<Option<Vec<u8>>, Error> {
+    fn registry_fingerprint(&self, agent: &AgentId) -> Result<Option<Vec<u8>>, Error> {
         let Some(dir) = self.agent_dir(agent, false)? else {
             return Ok(None);
         };
-        dir.read(EVENTS)
-            .fs_context(|| format!("agent {agent}: reading {}", log_rel(agent)))
+        // The log's identity, size and both timestamps (not followed if it is a symlink):
+        // any write, truncation or replacement changes the inode or the ctime, which no
+        // unprivileged process can set back. A stat, not a read of the whole history.
+        let st = dir
+            .stat(EVENTS)
+            .fs_context(|| format!("agent {agent}: inspecting {}", log_rel(agent)))?;
+        Ok(st.map(|st| {
+            format!(
+                "{}:{}:{}:{}.{}:{}.{}",
+                st.st_dev,
+                st.st_ino,
+                st.st_size,
+                st.st_mtime,
+                st.st_mtime_nsec,
+                st.st_ctime,
+                st.st_ctime_nsec
+            )
+            .into_bytes()
+        }))
     }
 
     fn list_backups(&self, agent: &AgentId) -> Result<Vec<String>, Error> {
